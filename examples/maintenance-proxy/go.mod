@@ -1,0 +1,3 @@
+module example.com/maintenance-proxy
+
+go 1.22

@@ -1,0 +1,62 @@
+import os from "node:os";
+import path from "node:path";
+import { PolyarchError } from "../errors.js";
+import type { Exec } from "../util/exec.js";
+
+/**
+ * SOURCE_DATE_EPOCH from the environment (a whole number of seconds, per
+ * reproducible-builds.org), else the time of the last commit of the repository holding
+ * `dir`, else 0 (1970-01-01), so builds outside git are reproducible too.
+ */
+export async function resolveSourceDateEpoch(
+  env: Record<string, string | undefined>,
+  dir: string,
+  exec: Exec,
+): Promise<{ value: number; from: string }> {
+  const v = env["SOURCE_DATE_EPOCH"];
+  if (v !== undefined) {
+    if (!/^[0-9]+$/.test(v.trim()) || !Number.isSafeInteger(Number(v))) {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `SOURCE_DATE_EPOCH="${v}" is not a whole number of seconds since 1970`,
+        hint: "Set it to an integer such as $(git log -1 --format=%ct), or unset it.",
+      });
+    }
+    return { value: Number(v), from: "SOURCE_DATE_EPOCH" };
+  }
+  try {
+    const r = await exec("git", ["-C", dir, "log", "-1", "--format=%ct"], {
+      env: { ...env, GIT_TERMINAL_PROMPT: "0" },
+    });
+    const n = Number(r.stdout.trim());
+    if (r.code === 0 && r.stdout.trim() !== "" && Number.isSafeInteger(n))
+      return { value: n, from: "last commit" };
+  } catch {
+    // git is not installed: fall through to 0.
+  }
+  return { value: 0, from: "default (not a git checkout)" };
+}
+
+/** The cache directory: POLYARCH_CACHE_DIR, else $XDG_CACHE_HOME/polyarch, else ~/.cache/polyarch. */
+export function resolveCacheDir(env: Record<string, string | undefined>): string {
+  if (env["POLYARCH_CACHE_DIR"]) return path.resolve(env["POLYARCH_CACHE_DIR"]);
+  const base = env["XDG_CACHE_HOME"] || path.join(env["HOME"] || os.homedir(), ".cache");
+  return path.join(base, "polyarch");
+}
+
+/** Parses repeated KEY=VALUE options. */
+export function parsePairs(items: readonly string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `${what} "${item}" is not KEY=VALUE`,
+        hint: `Write ${what}s as KEY=VALUE, e.g. --${what} team=platform.`,
+      });
+    }
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}

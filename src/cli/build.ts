@@ -1,0 +1,143 @@
+import os from "node:os";
+import path from "node:path";
+import type { BuildEvent } from "../build/index.js";
+import { GoBuilder } from "../build/go/index.js";
+import { PolyarchError } from "../errors.js";
+import { compressedSize, platformImages } from "../image/index.js";
+import { formatPlatform, hostPlatform, parsePlatformList, type Platform } from "../platform/index.js";
+import { checkWritable, LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
+import { validateTag } from "../ref/index.js";
+import { exec } from "../util/exec.js";
+import { type CliIO, humanSize, table } from "./_io.js";
+import { parsePairs, resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
+import { parseTarget } from "./_targets.js";
+
+export interface BuildFlags {
+  platform?: string[];
+  tag?: string[];
+  output?: string;
+  ldflags?: string;
+  buildTags?: string;
+  user?: string;
+  nonroot?: boolean;
+  env?: string[];
+  port?: string[];
+  label?: string[];
+  annotation?: string[];
+  workdir?: string;
+  jobs?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export const DEFAULT_OUTPUT = "oci:out/oci";
+export const DEFAULT_TAG = "latest";
+const NONROOT = "65532:65532";
+
+export async function runBuild(
+  dirArg: string | undefined,
+  flags: BuildFlags,
+  io: CliIO,
+  signal?: AbortSignal,
+): Promise<number> {
+  // 1. Resolve every input before any work, so bad input fails fast and writes nothing.
+  const dir = path.resolve(io.cwd, dirArg ?? ".");
+  const platforms: Platform[] = flags.platform?.length
+    ? parsePlatformList(flags.platform)
+    : [{ ...hostPlatform(), os: "linux" }];
+  const tags = (flags.tag?.length ? flags.tag.flatMap((t) => t.split(",")) : [DEFAULT_TAG]).map((t) =>
+    validateTag(t.trim()),
+  );
+  const target = parseTarget(flags.output ?? DEFAULT_OUTPUT, false);
+  if (flags.user && flags.nonroot) {
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: "--user and --nonroot both set the image user",
+      hint: "Use one of them.",
+    });
+  }
+  const jobs = flags.jobs === undefined ? os.availableParallelism() : Number(flags.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1) {
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--jobs "${flags.jobs}" is not a positive whole number`,
+      hint: "Use --jobs 2, for example.",
+    });
+  }
+  const epoch = await resolveSourceDateEpoch(io.env, dir, exec);
+  const outPath = path.resolve(io.cwd, target.kind === "oci" ? target.dir : target.file);
+  await checkWritable(outPath, target.kind === "oci" ? "dir" : "file");
+  const image = {
+    env: Object.entries(parsePairs(flags.env ?? [], "env")).map(([k, v]) => `${k}=${v}`),
+    exposedPorts: (flags.port ?? []).flatMap((p) => p.split(",")),
+    labels: parsePairs(flags.label ?? [], "label"),
+    annotations: parsePairs(flags.annotation ?? [], "annotation"),
+    ...(flags.user || flags.nonroot ? { user: flags.user ?? NONROOT } : {}),
+    ...(flags.workdir ? { workingDir: flags.workdir } : {}),
+  };
+
+  const log = (s: string) => {
+    if (!flags.quiet) io.stderr.write(`${s}\n`);
+  };
+  const started = performance.now();
+  const builder = new GoBuilder({
+    dir,
+    mainPackage: ".",
+    platforms,
+    sourceDateEpoch: epoch.value,
+    env: io.env,
+    goBinary: io.env["POLYARCH_GO"] || "go",
+    cacheDir: resolveCacheDir(io.env),
+    jobs,
+    ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
+    ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
+    image,
+  });
+  const times = new Map<string, number>();
+  const onEvent = (e: BuildEvent) => {
+    if (e.type === "resolve")
+      log(
+        `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
+      );
+    if (e.type === "compile-done") {
+      times.set(formatPlatform(e.platform), e.ms);
+      log(`  compiled ${formatPlatform(e.platform)} in ${(e.ms / 1000).toFixed(1)}s`);
+    }
+    if (e.type === "layer" && e.platform === "all")
+      log(`  static files layer ${e.digest.slice(0, 19)} ${humanSize(e.size)}${e.cached ? " (cached)" : ""}`);
+  };
+  const { index, name } = await builder.build({ onEvent, ...(signal ? { signal } : {}) });
+
+  // 2. Publish: blobs, manifests, index, then the tags.
+  const publisher: Publisher =
+    target.kind === "oci"
+      ? new LayoutPublisher(target.dir)
+      : new TarballPublisher(target.file, {
+          repository: name,
+          mtime: epoch.value,
+          dockerPlatform: { ...hostPlatform(), os: "linux" },
+        });
+  const result = await publisher.publish(index, tags, signal ? { signal } : {});
+
+  // 3. Report: references on stdout, a summary on stderr.
+  const rows = [["PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
+  const summary: { platform: string; digest: string; size: number }[] = [];
+  for (const { descriptor, image: img } of await platformImages(index)) {
+    const p = formatPlatform(descriptor.platform!);
+    const size = await compressedSize(img);
+    summary.push({ platform: p, digest: descriptor.digest, size });
+    rows.push([p, descriptor.digest, humanSize(size), `${((times.get(p) ?? 0) / 1000).toFixed(1)}s`]);
+  }
+  log(table(rows));
+  log(
+    `index ${result.digest} (${platforms.length} platform${platforms.length === 1 ? "" : "s"}) in ${((performance.now() - started) / 1000).toFixed(1)}s`,
+  );
+  if (flags.json) {
+    io.stdout.write(
+      `${JSON.stringify({ digest: result.digest, references: result.references, tags, platforms: summary }, null, 2)}\n`,
+    );
+  } else {
+    for (const r of result.references) io.stdout.write(`${r}\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,108 @@
+/**
+ * The process edge: parses argv, calls the library, prints, and returns an exit code.
+ * 0 success, 1 failure, 2 bad usage. Nothing below cli/ reads argv or env or prints.
+ */
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import { PolyarchError } from "../errors.js";
+import { type CliIO, printError } from "./_io.js";
+import { type BuildFlags, DEFAULT_OUTPUT, DEFAULT_TAG, runBuild } from "./build.js";
+import { type InspectFlags, runInspect } from "./inspect.js";
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export async function main(argv: readonly string[], io: CliIO, signal?: AbortSignal): Promise<number> {
+  let exit = 0;
+  const debug = argv.includes("--debug");
+  const program = new Command("polyarch")
+    .description(
+      "Build multi-architecture OCI images of Go services: no daemon, no QEMU, reproducible to the byte.",
+    )
+    .version(version(), "-V, --version")
+    .option("--debug", "show stack traces on errors")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride();
+
+  program
+    .command("build")
+    .summary("cross-compile a Go main package for several platforms into one multi-arch image")
+    .description(
+      [
+        "Cross-compile the Go main package in DIR (default: .) once per platform with the host Go",
+        "toolchain (CGO_ENABLED=0, -trimpath), put each binary at /app/<name> on an empty (scratch)",
+        "base, add DIR/kodata/ as a static-files layer at /app/data, and write one image index",
+        "over all platforms. SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp.",
+      ].join("\n"),
+    )
+    .argument("[dir]", "directory of the main package", ".")
+    .option(
+      "-p, --platform <list>",
+      "platforms, comma separated (repeatable), e.g. linux/amd64,linux/arm64,linux/arm/v7 (default: linux/<host arch>)",
+      collect,
+    )
+    .option("-t, --tag <tag>", `tag to record (repeatable; default: ${DEFAULT_TAG})`, collect)
+    .option(
+      "-o, --output <target>",
+      `oci:<dir> (OCI image layout) or tarball:<file> (docker load / oci-archive)`,
+      DEFAULT_OUTPUT,
+    )
+    .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-s -w -X main.version=1.2.3'")
+    .option("--build-tags <tags>", "go build tags, comma separated")
+    .option("--user <user>", "user the entrypoint runs as, e.g. 65532:65532")
+    .option("--nonroot", "run as the unprivileged user 65532:65532")
+    .option("-e, --env <KEY=VALUE>", "environment variable in the image (repeatable)", collect)
+    .option("--port <port>", "exposed port, e.g. 8080 or 8080/udp (repeatable)", collect)
+    .option("-l, --label <KEY=VALUE>", "image config label (repeatable)", collect)
+    .option("--annotation <KEY=VALUE>", "OCI annotation on the index and each manifest (repeatable)", collect)
+    .option("--workdir <dir>", "working directory of the entrypoint (default: /)")
+    .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+    .option("--json", "print the result as JSON on stdout")
+    .option("-q, --quiet", "no progress on stderr")
+    .action(async (dir: string | undefined, flags: BuildFlags) => {
+      exit = await runBuild(dir, flags, io, signal);
+    });
+
+  program
+    .command("inspect")
+    .summary("show an image index and its platforms")
+    .description(
+      "Show the index at REF (oci:<dir>[:tag]) with each platform's digest and size, or, with --json, the JSON `docker manifest inspect` prints.",
+    )
+    .argument("<ref>", "oci:<dir>[:tag]")
+    .option("--json", "print JSON in the shape of docker manifest inspect")
+    .option(
+      "-v, --verbose",
+      "with --json: one entry per platform with its manifest, like docker manifest inspect --verbose",
+    )
+    .option("--raw", "print the stored manifest bytes unchanged")
+    .addOption(new Option("--platform <platform>", "show one platform's manifest and config"))
+    .action(async (ref: string, flags: InspectFlags) => {
+      exit = await runInspect(ref, flags, io);
+    });
+
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return exit;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version are not errors; commander has printed its message already.
+      if (
+        e.code === "commander.helpDisplayed" ||
+        e.code === "commander.version" ||
+        e.code === "commander.help"
+      )
+        return 0;
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    printError(io, e, debug);
+    return e instanceof PolyarchError && e.code === "E_ABORTED" ? 130 : 1;
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * Reproducible layers: a tar stream (ustar, PAX only for long names) with sorted entries,
+ * explicit parent directories, fixed owners and modes, and one mtime (SOURCE_DATE_EPOCH),
+ * compressed with a pinned deflate implementation (fflate, locked in package-lock.json) instead
+ * of Node's bundled zlib, whose output has changed between releases (nodejs/node#33610,
+ * nodejs/node#50138). Same entries → same bytes → same digests, on any Node version.
+ */
+import { createReadStream } from "node:fs";
+import { lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { Gzip } from "fflate";
+import { pack as tarPack } from "tar-stream";
+import { type Descriptor, type Digest, Digester } from "../digest/index.js";
+import { PolyarchError } from "../errors.js";
+import { MediaType } from "../manifest/index.js";
+
+export type EntrySource = { file: string } | { data: Uint8Array };
+
+export type LayerEntry =
+  | { type: "dir"; path: string; mode?: number }
+  | { type: "file"; path: string; mode: number; source: EntrySource; size?: number }
+  | { type: "symlink"; path: string; target: string };
+
+export interface TarOptions {
+  /** Seconds since the epoch for every entry (SOURCE_DATE_EPOCH). */
+  mtime: number;
+  uid: number;
+  gid: number;
+}
+
+/** The compressor's settings are part of the output format: changing either changes digests. */
+export const GZIP_LEVEL = 6;
+/** Input is fed to deflate in blocks of exactly this size, because fflate's output depends on push boundaries. */
+export const DEFLATE_BLOCK = 1024 * 1024;
+
+export interface LayerBlob extends Descriptor {
+  diffId: Digest;
+  /** Where the compressed bytes are. */
+  file: string;
+}
+
+function tarError(message: string): PolyarchError {
+  return new PolyarchError({
+    code: "E_TAR",
+    message,
+    hint: "Check the files you asked to put in the image.",
+  });
+}
+
+/** Cleans an in-image path to "a/b/c" form and refuses anything that escapes the root. */
+export function cleanImagePath(p: string): string {
+  if (p.includes("\\") || /^[a-zA-Z]:/.test(p) || p.includes("\0"))
+    throw tarError(`unsafe path in layer: "${p}"`);
+  const norm = path.posix.normalize(`/${p}`).slice(1).replace(/\/+$/, "");
+  if (norm === "" || norm === ".") throw tarError(`empty path in layer: "${p}"`);
+  if (norm.split("/").includes("..")) throw tarError(`unsafe path in layer: "${p}"`);
+  return norm;
+}
+
+/** Sorts entries, adds missing parent directories, and refuses duplicates. */
+export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
+  const byPath = new Map<string, LayerEntry>();
+  for (const e of entries) {
+    const p = cleanImagePath(e.path);
+    if (byPath.has(p)) {
+      const prev = byPath.get(p)!;
+      if (prev.type === "dir" && e.type === "dir") continue;
+      throw tarError(`two entries for "${p}" in one layer`);
+    }
+    byPath.set(p, { ...e, path: p });
+  }
+  for (const p of [...byPath.keys()]) {
+    let dir = path.posix.dirname(p);
+    while (dir !== ".") {
+      const existing = byPath.get(dir);
+      if (existing && existing.type !== "dir")
+        throw tarError(`"${dir}" is both a directory and a ${existing.type}`);
+      if (!existing) byPath.set(dir, { type: "dir", path: dir });
+      dir = path.posix.dirname(dir);
+    }
+  }
+  // Byte order of the UTF-8 path, the same on every machine and locale.
+  return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+}
+
+/** Streams the tar bytes of already-normalised entries. */
+async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
+  const pack = tarPack();
+  const mtime = new Date(opts.mtime * 1000);
+  const common = { uid: opts.uid, gid: opts.gid, uname: "", gname: "", mtime };
+  const writer = (async () => {
+    for (const e of entries) {
+      if (e.type === "dir") {
+        pack.entry({ ...common, name: `${e.path}/`, type: "directory", mode: e.mode ?? 0o755 });
+      } else if (e.type === "symlink") {
+        pack.entry({ ...common, name: e.path, type: "symlink", linkname: e.target, mode: 0o777 });
+      } else if ("data" in e.source) {
+        pack.entry(
+          { ...common, name: e.path, type: "file", mode: e.mode, size: e.source.data.byteLength },
+          Buffer.from(e.source.data),
+        );
+      } else {
+        const file = e.source.file;
+        const size = (await stat(file)).size;
+        await new Promise<void>((resolve, reject) => {
+          const sink = pack.entry({ ...common, name: e.path, type: "file", mode: e.mode, size }, (err) =>
+            err ? reject(err) : resolve(),
+          );
+          const src = createReadStream(file);
+          src.on("error", reject);
+          src.pipe(sink);
+        });
+      }
+    }
+    pack.finalize();
+  })();
+  let failed: unknown;
+  writer.catch((e) => {
+    failed = e;
+    pack.destroy(e as Error);
+  });
+  for await (const chunk of pack as AsyncIterable<Uint8Array>) yield chunk;
+  await writer;
+  if (failed) throw failed;
+}
+
+/** Cuts a stream into blocks of exactly `size` bytes (the last one shorter). */
+export async function* fixedBlocks(
+  source: AsyncIterable<Uint8Array>,
+  size: number,
+): AsyncGenerator<Uint8Array> {
+  let buf = Buffer.allocUnsafe(size);
+  let fill = 0;
+  for await (const chunk of source) {
+    let off = 0;
+    while (off < chunk.byteLength) {
+      const n = Math.min(size - fill, chunk.byteLength - off);
+      buf.set(chunk.subarray(off, off + n), fill);
+      fill += n;
+      off += n;
+      if (fill === size) {
+        yield buf;
+        buf = Buffer.allocUnsafe(size);
+        fill = 0;
+      }
+    }
+  }
+  yield buf.subarray(0, fill);
+}
+
+/** The diffID (sha256 of the uncompressed tar) without compressing: cheap, used as a cache key. */
+export async function diffIdOf(
+  entries: readonly LayerEntry[],
+  opts: TarOptions,
+): Promise<{ diffId: Digest; size: number }> {
+  const d = new Digester();
+  for await (const c of tarStream(normalizeEntries(entries), opts)) d.update(c);
+  return { diffId: d.digest(), size: d.size };
+}
+
+/**
+ * Writes a gzip-compressed layer to `dest` (via a temp file and rename) and returns its
+ * descriptor with the diffID. Memory stays bounded: everything streams.
+ */
+export async function writeLayer(
+  entries: readonly LayerEntry[],
+  opts: TarOptions,
+  dest: string,
+): Promise<LayerBlob> {
+  const sorted = normalizeEntries(entries);
+  await mkdir(path.dirname(dest), { recursive: true });
+  const tmp = `${dest}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fh = await open(tmp, "wx", 0o644);
+  const uncompressed = new Digester();
+  const compressed = new Digester();
+  let pending: Uint8Array[] = [];
+  const gz = new Gzip({ level: GZIP_LEVEL, mtime: 0 }, (chunk) => {
+    pending.push(chunk);
+  });
+  const flush = async () => {
+    for (const c of pending) {
+      compressed.update(c);
+      await fh.write(c);
+    }
+    pending = [];
+  };
+  try {
+    let last: Uint8Array | undefined;
+    for await (const block of fixedBlocks(tarStream(sorted, opts), DEFLATE_BLOCK)) {
+      // Hold one block back so the final push is marked final.
+      if (last) {
+        gz.push(last, false);
+        await flush();
+      }
+      uncompressed.update(block);
+      last = Buffer.from(block);
+    }
+    gz.push(last ?? new Uint8Array(0), true);
+    await flush();
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, dest);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  return {
+    mediaType: MediaType.OCI_LAYER_GZIP,
+    digest: compressed.digest(),
+    size: compressed.size,
+    diffId: uncompressed.digest(),
+    file: dest,
+  };
+}
+
+/**
+ * Entries for every file under `root`, placed under `prefix` in the image. Symlinks are kept
+ * when their target stays inside `root` and refused otherwise (as ko does for kodata).
+ */
+export async function entriesFromDirectory(root: string, prefix: string): Promise<LayerEntry[]> {
+  const out: LayerEntry[] = [{ type: "dir", path: prefix }];
+  const realRoot = await realpath(root);
+  async function walk(dir: string, rel: string): Promise<void> {
+    const names = (await readdir(dir)).sort();
+    for (const name of names) {
+      const abs = path.join(dir, name);
+      const relPath = rel ? `${rel}/${name}` : name;
+      const inImage = `${prefix}/${relPath}`;
+      const st = await lstat(abs);
+      if (st.isSymbolicLink()) {
+        const target = await readlink(abs);
+        const resolved = path.resolve(path.dirname(abs), target);
+        const real = await realpath(resolved).catch(() => resolved);
+        if (path.isAbsolute(target) || !(real === realRoot || real.startsWith(realRoot + path.sep))) {
+          throw new PolyarchError({
+            code: "E_TAR",
+            message: `symlink ${abs} points outside ${root}`,
+            hint: "Static files may only link to files inside their own directory; copy the file instead.",
+          });
+        }
+        out.push({ type: "symlink", path: inImage, target });
+      } else if (st.isDirectory()) {
+        out.push({ type: "dir", path: inImage });
+        await walk(abs, relPath);
+      } else if (st.isFile()) {
+        out.push({
+          type: "file",
+          path: inImage,
+          mode: st.mode & 0o111 ? 0o555 : 0o444,
+          source: { file: abs },
+          size: st.size,
+        });
+      } else {
+        throw new PolyarchError({
+          code: "E_TAR",
+          message: `${abs} is not a regular file, directory or symlink`,
+          hint: "Remove device nodes, sockets and pipes from the static files directory.",
+        });
+      }
+    }
+  }
+  await walk(root, "");
+  return out;
+}
