@@ -1,51 +1,52 @@
 /** polyarch's public library API. */
-export { PolyarchError, type ErrorCode } from "./errors.js";
-export { parseReference, formatReference, validateTag, type Reference } from "./ref/index.js";
+
+export { APP_DIR, DATA_DIR, GoBuilder, type GoBuildOptions } from "./build/go/index.js";
+export type { BuildEvent, Builder, BuildResult } from "./build/index.js";
 export {
-  parsePlatform,
-  parsePlatformList,
-  formatPlatform,
-  toGoEnv,
-  comparePlatforms,
-  platformMatches,
-  type Platform,
-} from "./platform/index.js";
-export {
+  type Descriptor,
+  type Digest,
   parseDigest,
   sha256,
   verifyBytes,
   verifyingStream,
-  type Digest,
-  type Descriptor,
 } from "./digest/index.js";
+export { type ErrorCode, PolyarchError } from "./errors.js";
+export { assembleImage, assembleIndex } from "./image/assemble.js";
 export {
-  MediaType,
-  Annotation,
-  parseManifest,
-  parseConfig,
-  type ImageManifest,
-  type ImageIndex,
-  type ImageConfig,
-} from "./manifest/index.js";
-export {
+  type Artifact,
   type Image,
   type Index,
-  type Artifact,
   imageFromCore,
   indexFromCore,
   platformImages,
 } from "./image/index.js";
-export { assembleImage, assembleIndex } from "./image/assemble.js";
-export { writeArtifact, type BlobSink } from "./image/write.js";
-export { writeLayer, diffIdOf, entriesFromDirectory, type LayerEntry } from "./layer/index.js";
-export { OciLayout } from "./layout/index.js";
+export { type BlobSink, writeArtifact } from "./image/write.js";
+export { diffIdOf, entriesFromDirectory, type LayerEntry, writeLayer } from "./layer/index.js";
 export { layoutArtifact } from "./layout/artifact.js";
-export { GoBuilder, type GoBuildOptions, APP_DIR, DATA_DIR } from "./build/go/index.js";
-export type { Builder, BuildEvent, BuildResult } from "./build/index.js";
+export { OciLayout } from "./layout/index.js";
 export {
-  LayoutPublisher,
-  TarballPublisher,
+  Annotation,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  MediaType,
+  parseConfig,
+  parseManifest,
+} from "./manifest/index.js";
+export {
+  comparePlatforms,
+  formatPlatform,
+  type Platform,
+  parsePlatform,
+  parsePlatformList,
+  platformMatches,
+  toGoEnv,
+} from "./platform/index.js";
+export {
   checkWritable,
+  LayoutPublisher,
   type Publisher,
   type PublishResult,
+  TarballPublisher,
 } from "./publish/index.js";
+export { formatReference, parseReference, type Reference, validateTag } from "./ref/index.js";

@@ -1,10 +1,10 @@
 import os from "node:os";
 import path from "node:path";
-import type { BuildEvent } from "../build/index.js";
 import { GoBuilder } from "../build/go/index.js";
+import type { BuildEvent } from "../build/index.js";
 import { PolyarchError } from "../errors.js";
 import { compressedSize, platformImages } from "../image/index.js";
-import { formatPlatform, hostPlatform, parsePlatformList, type Platform } from "../platform/index.js";
+import { formatPlatform, hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";
 import { checkWritable, LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";

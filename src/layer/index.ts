@@ -51,9 +51,10 @@ function tarError(message: string): PolyarchError {
 export function cleanImagePath(p: string): string {
   if (p.includes("\\") || /^[a-zA-Z]:/.test(p) || p.includes("\0"))
     throw tarError(`unsafe path in layer: "${p}"`);
-  const norm = path.posix.normalize(`/${p}`).slice(1).replace(/\/+$/, "");
+  // A leading "/" is re-rooted under the image root; ".." that climbs out of it is refused (reliability.md TAR-02).
+  const norm = path.posix.normalize(p.replace(/^\/+/, "")).replace(/\/+$/, "");
   if (norm === "" || norm === ".") throw tarError(`empty path in layer: "${p}"`);
-  if (norm.split("/").includes("..")) throw tarError(`unsafe path in layer: "${p}"`);
+  if (norm === ".." || norm.startsWith("../")) throw tarError(`unsafe path in layer: "${p}"`);
   return norm;
 }
 
@@ -126,7 +127,7 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
 
 /** Cuts a stream into blocks of exactly `size` bytes (the last one shorter). */
 export async function* fixedBlocks(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   size: number,
 ): AsyncGenerator<Uint8Array> {
   let buf = Buffer.allocUnsafe(size);

@@ -75,10 +75,7 @@ export function parseReference(input: string): Reference {
   const parts = rest.split("/");
   let registry = DEFAULT_REGISTRY;
   const first = parts[0] ?? "";
-  if (
-    parts.length > 1 &&
-    (first.includes(".") || first.includes(":") || first === "localhost" || /[A-Z]/.test(first))
-  ) {
+  if (parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost")) {
     if (!HOST.test(first)) throw refError(input, `"${first}" is not a valid registry host`);
     registry = first;
     parts.shift();

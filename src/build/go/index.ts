@@ -20,9 +20,9 @@ import {
 } from "../../layer/index.js";
 import { Annotation } from "../../manifest/index.js";
 import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
-import { type Exec, exec as defaultExec } from "../../util/exec.js";
+import { exec as defaultExec, type Exec } from "../../util/exec.js";
 import { mapLimit } from "../../util/limit.js";
-import type { BuildEvent, BuildResult, Builder } from "../index.js";
+import type { BuildEvent, Builder, BuildResult } from "../index.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
 export const APP_DIR = "/app";

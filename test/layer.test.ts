@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { createReadStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createGunzip } from "node:zlib";
+import { extract } from "tar-stream";
+import { sha256 } from "../src/digest/index.js";
+import {
+  cleanImagePath,
+  diffIdOf,
+  entriesFromDirectory,
+  fixedBlocks,
+  type LayerEntry,
+  normalizeEntries,
+  writeLayer,
+} from "../src/layer/index.js";
+
+/** A seeded pseudo-random generator (mulberry32): generated data, not checked-in blobs. */
+function random(seed: number, n: number): Buffer {
+  const out = Buffer.alloc(n);
+  let a = seed;
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    // Mix in runs so the data compresses like a binary does, not like noise.
+    out[i] = i % 7 < 3 ? 0 : ((t ^ (t >>> 14)) >>> 0) & 0xff;
+  }
+  return out;
+}
+
+interface TarEntry {
+  name: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  uname: string;
+  gname: string;
+  linkname: string | null;
+  data: Buffer;
+}
+
+async function readTar(file: string): Promise<TarEntry[]> {
+  const ex = extract();
+  const out: TarEntry[] = [];
+  const done = (async () => {
+    for await (const entry of ex) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      const h = entry.header;
+      out.push({
+        name: h.name,
+        type: h.type ?? "",
+        mode: h.mode ?? 0,
+        uid: h.uid ?? -1,
+        gid: h.gid ?? -1,
+        mtime: (h.mtime?.getTime() ?? -1) / 1000,
+        uname: h.uname ?? "",
+        gname: h.gname ?? "",
+        linkname: h.linkname ?? null,
+        data: Buffer.concat(chunks),
+      });
+    }
+  })();
+  createReadStream(file).pipe(createGunzip()).pipe(ex);
+  await done;
+  return out;
+}
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "polyarch-layer-"));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const payload = random(42, 3 * 1024 * 1024 + 17);
+const entries = (): LayerEntry[] => [
+  { type: "file", path: "app/server", mode: 0o555, source: { data: payload } },
+  { type: "file", path: "/app/data/b.txt", mode: 0o444, source: { data: Buffer.from("bee\n") } },
+  { type: "file", path: "app/data/a.txt", mode: 0o444, source: { data: Buffer.from("ay\n") } },
+  { type: "symlink", path: "app/current", target: "server" },
+];
+const opts = { mtime: 1700000000, uid: 0, gid: 0 };
+
+describe("reproducible layers", () => {
+  it("gives the same bytes for the same entries in any order, and a pinned golden digest", async () => {
+    const a = await writeLayer(entries(), opts, path.join(dir, "a.tgz"));
+    const b = await writeLayer(entries().reverse(), opts, path.join(dir, "b.tgz"));
+    assert.deepEqual(await readFile(a.file), await readFile(b.file));
+    assert.equal(a.digest, sha256(await readFile(a.file)));
+    // Golden values: a change here means every polyarch digest changes (compressor, level,
+    // block size, tar format). Only update them on purpose, with a release note.
+    assert.equal((await diffIdOf(entries(), opts)).diffId, a.diffId);
+  });
+
+  it("pins the golden digests", async () => {
+    const a = await writeLayer(entries(), opts, path.join(dir, "golden.tgz"));
+    assert.deepEqual({ digest: a.digest, diffId: a.diffId, size: a.size }, GOLDEN);
+  });
+
+  it("writes a gzip header with mtime 0, no name and a fixed OS byte", async () => {
+    const a = await writeLayer(entries(), opts, path.join(dir, "h.tgz"));
+    const head = (await readFile(a.file)).subarray(0, 10);
+    assert.equal(head[0], 0x1f);
+    assert.equal(head[1], 0x8b);
+    assert.equal(head[3], 0, "no FNAME/FEXTRA flags");
+    assert.deepEqual([...head.subarray(4, 8)], [0, 0, 0, 0], "mtime 0");
+    assert.equal(head[9], GOLDEN_OS_BYTE);
+  });
+
+  it("writes sorted entries with parents, uid/gid 0, fixed modes and SOURCE_DATE_EPOCH mtimes", async () => {
+    const a = await writeLayer(entries(), opts, path.join(dir, "c.tgz"));
+    const tar = await readTar(a.file);
+    assert.deepEqual(
+      tar.map((e) => e.name),
+      ["app/", "app/current", "app/data/", "app/data/a.txt", "app/data/b.txt", "app/server"],
+    );
+    for (const e of tar) {
+      assert.equal(e.uid, 0);
+      assert.equal(e.gid, 0);
+      assert.equal(e.uname, "");
+      assert.equal(e.mtime, 1700000000);
+    }
+    const byName = Object.fromEntries(tar.map((e) => [e.name, e]));
+    assert.equal(byName["app/"]!.mode, 0o755);
+    assert.equal(byName["app/server"]!.mode, 0o555);
+    assert.equal(byName["app/data/a.txt"]!.mode, 0o444);
+    assert.equal(byName["app/current"]!.type, "symlink");
+    assert.equal(byName["app/current"]!.linkname, "server");
+    assert.deepEqual(byName["app/server"]!.data, payload);
+  });
+
+  it("changes digest when the mtime or owner changes", async () => {
+    const a = await diffIdOf(entries(), opts);
+    assert.notEqual((await diffIdOf(entries(), { ...opts, mtime: 0 })).diffId, a.diffId);
+    assert.notEqual((await diffIdOf(entries(), { ...opts, uid: 65532, gid: 65532 })).diffId, a.diffId);
+  });
+
+  it("cuts input into fixed blocks whatever the incoming chunks", async () => {
+    const data = random(7, 10_000);
+    const cut = async (sizes: number[]) => {
+      const chunks: Buffer[] = [];
+      let off = 0;
+      let i = 0;
+      while (off < data.length) {
+        const n = sizes[i++ % sizes.length]!;
+        chunks.push(data.subarray(off, off + n));
+        off += n;
+      }
+      const out: number[] = [];
+      for await (const b of fixedBlocks(chunks, 4096)) out.push(b.byteLength);
+      return out;
+    };
+    assert.deepEqual(await cut([1]), [4096, 4096, 1808]);
+    assert.deepEqual(await cut([9999, 1]), [4096, 4096, 1808]);
+    assert.deepEqual(await cut([5000]), [4096, 4096, 1808]);
+  });
+
+  it("refuses paths that escape the root and duplicate entries", () => {
+    for (const p of ["../x", "a/../../x", "\\x", "C:x", ""])
+      assert.throws(() => cleanImagePath(p), /unsafe|empty/);
+    assert.equal(cleanImagePath("/a//b/./c/"), "a/b/c");
+    assert.throws(
+      () =>
+        normalizeEntries([
+          { type: "file", path: "a", mode: 0o444, source: { data: Buffer.alloc(1) } },
+          { type: "file", path: "/a", mode: 0o444, source: { data: Buffer.alloc(1) } },
+        ]),
+      /two entries/,
+    );
+    assert.throws(
+      () =>
+        normalizeEntries([
+          { type: "file", path: "a", mode: 0o444, source: { data: Buffer.alloc(1) } },
+          { type: "file", path: "a/b", mode: 0o444, source: { data: Buffer.alloc(1) } },
+        ]),
+      /both a directory/,
+    );
+  });
+
+  it("takes static files from a directory and refuses symlinks that leave it", async () => {
+    const root = path.join(dir, "kodata");
+    await mkdir(path.join(root, "css"), { recursive: true });
+    await writeFile(path.join(root, "index.html"), "<h1>down</h1>");
+    await writeFile(path.join(root, "css", "site.css"), "h1{}");
+    await symlink("index.html", path.join(root, "home.html"));
+    const es = await entriesFromDirectory(root, "app/data");
+    assert.deepEqual(
+      normalizeEntries(es).map((e) => `${e.type}:${e.path}`),
+      [
+        "dir:app",
+        "dir:app/data",
+        "dir:app/data/css",
+        "file:app/data/css/site.css",
+        "symlink:app/data/home.html",
+        "file:app/data/index.html",
+      ],
+    );
+    await symlink("/etc/passwd", path.join(root, "escape"));
+    await assert.rejects(entriesFromDirectory(root, "app/data"), /points outside/);
+  });
+});
+
+const GOLDEN = {
+  digest: "sha256:bf99350b730ee2669cdb0d39ee3a98a31eb56d3ba41ab625fdb501144d2bac49",
+  diffId: "sha256:bf199df5bdd67ef4126936030c6ee352d35c44f51fb9baf1d2b86efbb36f79bb",
+  size: 2244318,
+};
+/** 3 = Unix, whatever the OS polyarch runs on (Node's zlib wrote a per-OS byte: nodejs/node#12244). */
+const GOLDEN_OS_BYTE = 3;
