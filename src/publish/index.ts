@@ -43,9 +43,11 @@ function outputError(target: string, why: string, cause?: unknown): PolyarchErro
  */
 export async function checkWritable(target: string, kind: "dir" | "file"): Promise<void> {
   const abs = path.resolve(target);
-  const st = await stat(abs).catch((e: NodeJS.ErrnoException) =>
-    e.code === "ENOENT" ? undefined : Promise.reject(outputError(target, e.message, e)),
-  );
+  const st = await stat(abs).catch((e: NodeJS.ErrnoException) => {
+    // ENOTDIR: some parent is a file; the parent walk below names it.
+    if (e.code === "ENOENT" || e.code === "ENOTDIR") return undefined;
+    throw outputError(target, e.message, e);
+  });
   if (st) {
     if (kind === "dir" && !st.isDirectory()) throw outputError(target, "it exists and is not a directory");
     if (kind === "file" && st.isDirectory()) throw outputError(target, "it is a directory");

@@ -1,0 +1,60 @@
+/**
+ * Shared fixtures for the end-to-end tests: the maintenance proxy built once per test run
+ * for six platforms, in a throwaway git repository so SOURCE_DATE_EPOCH comes from a commit.
+ */
+import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { mustRun, run } from "../src/testing/tools.js";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const BIN = path.join(ROOT, "bin", "polyarch.js");
+export const SIX = [
+  "linux/amd64",
+  "linux/arm64",
+  "linux/arm/v7",
+  "linux/386",
+  "linux/ppc64le",
+  "linux/s390x",
+];
+export const COMMIT_TIME = "1700000000";
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), `polyarch-${prefix}-`));
+}
+
+/** Copies an example into a new git repository with one commit at a fixed time. */
+export async function gitExample(example: string, into: string): Promise<string> {
+  const dir = path.join(into, example);
+  await mkdir(into, { recursive: true });
+  await cp(path.join(ROOT, "examples", example), dir, { recursive: true });
+  const env = {
+    ...process.env,
+    GIT_AUTHOR_DATE: `@${COMMIT_TIME} +0000`,
+    GIT_COMMITTER_DATE: `@${COMMIT_TIME} +0000`,
+    GIT_AUTHOR_NAME: "t",
+    GIT_AUTHOR_EMAIL: "t@example.com",
+    GIT_COMMITTER_NAME: "t",
+    GIT_COMMITTER_EMAIL: "t@example.com",
+  };
+  await mustRun("git", ["init", "-q", "-b", "main", dir], { env });
+  await mustRun("git", ["-C", dir, "add", "."], { env });
+  await mustRun("git", ["-C", dir, "commit", "-q", "-m", "example"], { env });
+  return dir;
+}
+
+/** Runs the CLI as a user would, with its own cache unless one is given. */
+export async function polyarch(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string | undefined>; node?: string } = {},
+) {
+  const env: Record<string, string | undefined> = { ...process.env, ...opts.env };
+  delete env["SOURCE_DATE_EPOCH"];
+  if (opts.env && "SOURCE_DATE_EPOCH" in opts.env) env["SOURCE_DATE_EPOCH"] = opts.env["SOURCE_DATE_EPOCH"];
+  return run(opts.node ?? process.execPath, [BIN, ...args], { env, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+}
+
+export async function cleanup(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}

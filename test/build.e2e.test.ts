@@ -1,0 +1,284 @@
+/**
+ * End to end: polyarch builds the maintenance proxy for six platforms; independent tools read
+ * the result (skopeo inspects it and selects each platform, umoci unpacks it), and each
+ * platform's entrypoint runs under chroot — natively or under qemu-user — and answers its probes.
+ */
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { layoutArtifact } from "../src/layout/artifact.js";
+import { OciLayout } from "../src/layout/index.js";
+import { parsePlatform } from "../src/platform/index.js";
+import {
+  eventually,
+  freePort,
+  httpGet,
+  mustRun,
+  startInChroot,
+  unpackPlatform,
+} from "../src/testing/tools.js";
+import { validateArtifact } from "../src/testing/validate.js";
+import { COMMIT_TIME, cleanup, gitExample, polyarch, ROOT, SIX, tempDir } from "./_fixture.js";
+
+let work: string;
+let src: string;
+let layoutDir: string;
+let digest: string;
+const cacheA = () => path.join(work, "cache-a");
+
+before(async () => {
+  work = await tempDir("e2e");
+  src = await gitExample("maintenance-proxy", path.join(work, "clone1"));
+  layoutDir = path.join(work, "out");
+  const r = await polyarch(
+    [
+      "build",
+      src,
+      "--platform",
+      SIX.join(","),
+      "--tag",
+      "v1",
+      "--tag",
+      "latest",
+      "--port",
+      "8989",
+      "--output",
+      `oci:${layoutDir}`,
+    ],
+    { env: { POLYARCH_CACHE_DIR: cacheA() } },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const m = /@(sha256:[a-f0-9]{64})/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  digest = m[1]!;
+});
+after(() => cleanup(work));
+
+describe("polyarch build → OCI layout", () => {
+  it("prints one reference per tag and records the tags in index.json", async () => {
+    const layout = await OciLayout.open(layoutDir);
+    const tags = (await layout.tags()).map((t) => t.tag).sort();
+    assert.deepEqual(tags, ["latest", "v1"]);
+    for (const t of await layout.tags()) assert.equal(t.descriptor.digest, digest);
+  });
+
+  it("is read by skopeo: the raw index has our digest and all six platforms", async () => {
+    const raw = Buffer.from(await mustRun("skopeo", ["inspect", "--raw", `oci:${layoutDir}:v1`]), "utf8");
+    const { sha256 } = await import("../src/digest/index.js");
+    assert.equal(sha256(raw), digest);
+    const index = JSON.parse(raw.toString()) as {
+      mediaType: string;
+      manifests: { platform: { os: string; architecture: string; variant?: string } }[];
+    };
+    assert.equal(index.mediaType, "application/vnd.oci.image.index.v1+json");
+    const plats = index.manifests
+      .map((m) => [m.platform.os, m.platform.architecture, m.platform.variant].filter(Boolean).join("/"))
+      .sort();
+    assert.deepEqual(plats, [...SIX].sort());
+  });
+
+  it("passes full validation: every digest, size and diffID re-derived", async () => {
+    const layout = await OciLayout.open(layoutDir);
+    await validateArtifact(await layoutArtifact(layout, await layout.resolve("v1")));
+  });
+
+  it("sets the config: entrypoint, env, port, platform, created from the commit", async () => {
+    const out = await mustRun("skopeo", [
+      "inspect",
+      "--config",
+      "--override-arch",
+      "arm",
+      "--override-variant",
+      "v7",
+      `oci:${layoutDir}:v1`,
+    ]);
+    const cfg = JSON.parse(out) as {
+      architecture: string;
+      variant: string;
+      created: string;
+      config: { Entrypoint: string[]; ExposedPorts: object; Env: string[] };
+      history: unknown[];
+    };
+    assert.equal(cfg.architecture, "arm");
+    assert.equal(cfg.variant, "v7");
+    assert.equal(cfg.created, new Date(Number(COMMIT_TIME) * 1000).toISOString().replace(".000", ""));
+    assert.deepEqual(cfg.config.Entrypoint, ["/app/maintenance-proxy"]);
+    assert.deepEqual(Object.keys(cfg.config.ExposedPorts), ["8989/tcp"]);
+    assert.ok(cfg.config.Env.includes("POLYARCH_DATA_PATH=/app/data"));
+    assert.equal(cfg.history.length, 2);
+  });
+
+  for (const p of SIX) {
+    it(`runs the ${p} entrypoint from umoci's unpack under chroot and answers /healthz and /readyz`, async () => {
+      const dir = await tempDir(`run-${p.replaceAll("/", "-")}`);
+      try {
+        const platform = parsePlatform(p);
+        const { rootfs, args, env } = await unpackPlatform(`oci:${layoutDir}:v1`, platform, dir);
+        assert.deepEqual(args, ["/app/maintenance-proxy"]);
+        const data = await readFile(path.join(rootfs, "app", "data", "README.txt"), "utf8");
+        assert.match(data, /static files/);
+        const port = await freePort();
+        const { child, output } = await startInChroot(rootfs, platform, [...args, `-port=${port}`], env);
+        try {
+          const base = `http://127.0.0.1:${port}`;
+          const first = await eventually(() => httpGet(`${base}/healthz`), 20_000);
+          assert.equal(first.status, 200);
+          const early = await httpGet(`${base}/readyz`);
+          // Under emulation start-up can take longer than the one-second warm-up; before it ends the answer must be NOK.
+          if (early.status === 503) assert.match(early.body, /Ready NOK/);
+          const ready = await eventually(async () => {
+            const r = await httpGet(`${base}/readyz`);
+            if (r.status !== 200) throw new Error(`still ${r.status}`);
+            return r;
+          }, 15_000);
+          assert.match(ready.body, /Ready OK/);
+          await eventually(async () => {
+            const log = output();
+            assert.match(log, new RegExp(`Starting the service listening on port :${port} \\.\\.\\.`));
+            assert.match(log, /forwarding to -> http:\/\/my-cdn\.s3-website\.my-region\.amazonaws\.com/);
+            assert.match(log, /Ready NOK[\s\S]*Ready OK/);
+          }, 5_000);
+        } finally {
+          child.kill("SIGTERM");
+          await new Promise((r) => child.once("exit", r));
+        }
+        assert.match(output(), /shutting down/, "graceful shutdown on SIGTERM");
+      } finally {
+        await cleanup(dir);
+      }
+    });
+  }
+});
+
+describe("reproducibility", () => {
+  it("gives the same index digest when built again", async () => {
+    const out = path.join(work, "again");
+    const r = await polyarch(
+      ["build", src, "-p", SIX.join(","), "-t", "v1", "--port", "8989", "-o", `oci:${out}`, "--json", "-q"],
+      { env: { POLYARCH_CACHE_DIR: cacheA() } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+  });
+
+  it("gives the same digest from a second clone, a cold polyarch cache, another TZ and TMPDIR, and Node 22", async () => {
+    const clone2 = path.join(work, "clone2", "mp");
+    await mustRun("git", ["clone", "-q", src, clone2]);
+    const node22 = path.join(ROOT, "node_modules", "node22", "bin", "node");
+    const r = await polyarch(
+      [
+        "build",
+        clone2,
+        "-p",
+        SIX.join(","),
+        "-t",
+        "v1",
+        "--port",
+        "8989",
+        "-o",
+        `oci:${path.join(work, "out2")}`,
+        "--json",
+        "-q",
+      ],
+      {
+        env: {
+          POLYARCH_CACHE_DIR: path.join(work, "cache-b"),
+          TZ: "Pacific/Kiritimati",
+          TMPDIR: path.join(work, "clone2"),
+        },
+        node: node22,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+  });
+
+  it("changes the digest when SOURCE_DATE_EPOCH changes", async () => {
+    const r = await polyarch(
+      ["build", src, "-p", "linux/amd64", "-o", `oci:${path.join(work, "epoch")}`, "--json", "-q"],
+      { env: { POLYARCH_CACHE_DIR: cacheA(), SOURCE_DATE_EPOCH: "1" } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const r2 = await polyarch(
+      ["build", src, "-p", "linux/amd64", "-o", `oci:${path.join(work, "epoch")}`, "--json", "-q"],
+      { env: { POLYARCH_CACHE_DIR: cacheA(), SOURCE_DATE_EPOCH: "2" } },
+    );
+    assert.notEqual(
+      (JSON.parse(r.stdout) as { digest: string }).digest,
+      (JSON.parse(r2.stdout) as { digest: string }).digest,
+    );
+  });
+});
+
+describe("outputs and inspect", () => {
+  it("writes a tarball that skopeo reads as docker-archive and as oci-archive", async () => {
+    const tar = path.join(work, "mp.tar");
+    const r = await polyarch(
+      ["build", src, "-p", "linux/amd64,linux/arm64", "-t", "v1", "-o", `tarball:${tar}`],
+      { env: { POLYARCH_CACHE_DIR: cacheA() } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const docker = JSON.parse(await mustRun("skopeo", ["inspect", `docker-archive:${tar}`])) as {
+      Architecture: string;
+      RepoTags: string[];
+      Layers: string[];
+    };
+    assert.equal(docker.Architecture, "amd64");
+    assert.equal(docker.Layers.length, 2);
+    const oci = JSON.parse(await mustRun("skopeo", ["inspect", "--raw", `oci-archive:${tar}:v1`])) as {
+      manifests: unknown[];
+    };
+    assert.equal(oci.manifests.length, 2);
+    const names = (await mustRun("tar", ["-tf", tar])).split("\n");
+    assert.ok(
+      names.includes("manifest.json") && names.includes("index.json") && names.includes("oci-layout"),
+    );
+  });
+
+  it("inspect prints docker manifest inspect's JSON shape and a table", async () => {
+    const r = await polyarch(["inspect", `oci:${layoutDir}:v1`, "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith('{\n   "schemaVersion": 2,'), "three-space indent like docker");
+    const j = JSON.parse(r.stdout) as { manifests: Record<string, unknown>[] };
+    assert.deepEqual(Object.keys(j.manifests[0]!), ["mediaType", "size", "digest", "platform"]);
+    const t = await polyarch(["inspect", `oci:${layoutDir}:v1`]);
+    for (const p of SIX) assert.match(t.stdout, new RegExp(`^${p}\\s+sha256:`, "m"));
+    const v = JSON.parse(
+      (await polyarch(["inspect", `oci:${layoutDir}:v1`, "--json", "--verbose"])).stdout,
+    ) as { Descriptor: { platform: object }; OCIManifest: { layers: unknown[] } }[];
+    assert.equal(v.length, 6);
+    assert.equal(v[0]!.OCIManifest.layers.length, 2);
+    const one = await polyarch(["inspect", `oci:${layoutDir}:v1`, "--platform", "linux/s390x"]);
+    assert.match(one.stdout, /platform:\s+linux\/s390x/);
+    const raw = await polyarch(["inspect", `oci:${layoutDir}:v1`, "--raw"]);
+    assert.equal(raw.stdout, await mustRun("skopeo", ["inspect", "--raw", `oci:${layoutDir}:v1`]));
+  });
+
+  it("builds the hello example, whose binary answers GET /hello", async () => {
+    const hello = await gitExample("hello", path.join(work, "hello-src"));
+    const out = path.join(work, "hello-out");
+    const r = await polyarch(
+      ["build", hello, "-p", "linux/amd64,linux/arm64", "--port", "8080", "-o", `oci:${out}`],
+      { env: { POLYARCH_CACHE_DIR: cacheA() } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const dir = await tempDir("hello-run");
+    try {
+      const p = parsePlatform("linux/arm64");
+      const { rootfs, args, env } = await unpackPlatform(`oci:${out}:latest`, p, dir);
+      const port = await freePort();
+      const { child } = await startInChroot(rootfs, p, args, [...env, `PORT=${port}`]);
+      try {
+        const res = await eventually(() => httpGet(`http://127.0.0.1:${port}/hello`), 20_000);
+        assert.equal(res.status, 200);
+        assert.equal(res.body, "hello\n");
+      } finally {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+    } finally {
+      await cleanup(dir);
+    }
+  });
+});

@@ -1,0 +1,96 @@
+/** The layout store under concurrency and crashes (reliability.md LAY-01…03, LAY-05). */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readdir, readFile, symlink, unlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { sha256 } from "../src/digest/index.js";
+import { OciLayout } from "../src/layout/index.js";
+import { MediaType } from "../src/manifest/index.js";
+import { cleanup, tempDir } from "./_fixture.js";
+
+let work: string;
+before(async () => {
+  work = await tempDir("layout");
+});
+after(() => cleanup(work));
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+describe("OCI layout store", () => {
+  it("8 parallel writers of one blob give one file and no error", async () => {
+    const layout = await OciLayout.openOrCreate(path.join(work, "par"));
+    const data = Buffer.alloc(1 << 20, 7);
+    const desc = { digest: sha256(data), size: data.length };
+    await Promise.all(Array.from({ length: 8 }, () => layout.putBlobBytes(desc, data)));
+    const files = await readdir(path.join(work, "par", "blobs", "sha256"));
+    assert.deepEqual(files, [desc.digest.slice(7)]);
+  });
+
+  it("refuses a blob whose bytes do not match and leaves no file", async () => {
+    const layout = await OciLayout.openOrCreate(path.join(work, "bad"));
+    const data = Buffer.from("abc");
+    await assert.rejects(layout.putBlob({ digest: sha256("abd"), size: 3 }, [data]), /digest mismatch/);
+    assert.deepEqual(await readdir(path.join(work, "bad", "blobs", "sha256")), []);
+  });
+
+  it("refuses symlinked blobs and a hostile index", async () => {
+    const dir = path.join(work, "hostile");
+    const layout = await OciLayout.openOrCreate(dir);
+    const d = sha256("x");
+    await symlink("/etc/hostname", path.join(dir, "blobs", "sha256", d.slice(7)));
+    await assert.rejects(layout.hasBlob({ digest: d, size: 1 }), /is a symlink/);
+    assert.throws(() => layout.blobPath("sha256:../../etc/passwd" as never), /not a digest/);
+    await writeFile(
+      path.join(dir, "index.json"),
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OCI_MANIFEST,
+        config: { mediaType: "x", digest: d, size: 1 },
+        layers: [],
+      }),
+    );
+    await assert.rejects(OciLayout.open(dir), /not an image index|not a valid image index/);
+    await unlink(path.join(dir, "oci-layout"));
+    await assert.rejects(OciLayout.open(dir), /not an OCI image layout/);
+  });
+
+  it("two processes tagging at once lose no tag (index.json under a lock)", async () => {
+    const dir = path.join(work, "tags");
+    await OciLayout.openOrCreate(dir);
+    const worker = path.join(here, "_layout_worker.js");
+    const run = (tagPrefix: string) =>
+      new Promise<number>((resolve) => {
+        const c = spawn(process.execPath, [worker, "tag", dir, tagPrefix, "20"], { stdio: "inherit" });
+        c.on("exit", (code) => resolve(code ?? 1));
+      });
+    assert.deepEqual(await Promise.all([run("a"), run("b"), run("c")]), [0, 0, 0]);
+    const tags = (await (await OciLayout.open(dir)).tags()).map((t) => t.tag).sort();
+    assert.equal(tags.length, 60);
+  });
+
+  it("a writer killed at random moments never leaves a blob that mismatches its name or a broken index.json", async () => {
+    const dir = path.join(work, "kill");
+    await OciLayout.openOrCreate(dir);
+    const worker = path.join(here, "_layout_worker.js");
+    for (let i = 0; i < 12; i++) {
+      const c = spawn(process.execPath, [worker, "write", dir, String(i), "50"], { stdio: "ignore" });
+      await new Promise((r) => setTimeout(r, 250 + ((i * 97) % 400)));
+      c.kill("SIGKILL");
+      await new Promise((r) => c.once("exit", r));
+    }
+    const layout = await OciLayout.open(dir); // index.json and oci-layout still parse
+    const blobs = path.join(dir, "blobs", "sha256");
+    let checked = 0;
+    for (const name of await readdir(blobs)) {
+      if (name.includes(".tmp-")) continue; // temp files are ignored (and never named as blobs)
+      const data = await readFile(path.join(blobs, name));
+      assert.equal(sha256(data), `sha256:${name}`);
+      checked++;
+    }
+    assert.ok(checked > 0, "some blobs were completed");
+    for (const t of await layout.tags())
+      assert.ok(await layout.hasBlob(t.descriptor), `tag ${t.tag} points at a stored blob`);
+  });
+});
