@@ -30,6 +30,7 @@ export interface BuildFlags {
   quiet?: boolean;
 }
 
+/** Keep in step with the defaults main.ts shows in --help. */
 export const DEFAULT_OUTPUT = "oci:out/oci";
 export const DEFAULT_TAG = "latest";
 const NONROOT = "65532:65532";

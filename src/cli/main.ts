@@ -6,8 +6,12 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { PolyarchError } from "../errors.js";
 import { type CliIO, printError } from "./_io.js";
-import { type BuildFlags, DEFAULT_OUTPUT, DEFAULT_TAG, runBuild } from "./build.js";
-import { type InspectFlags, runInspect } from "./inspect.js";
+import type { BuildFlags } from "./build.js";
+import type { InspectFlags } from "./inspect.js";
+
+// Command modules load only when their command runs: start-up time is part of every rebuild.
+const DEFAULT_OUTPUT = "oci:out/oci";
+const DEFAULT_TAG = "latest";
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -67,7 +71,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("--json", "print the result as JSON on stdout")
     .option("-q, --quiet", "no progress on stderr")
     .action(async (dir: string | undefined, flags: BuildFlags) => {
-      exit = await runBuild(dir, flags, io, signal);
+      exit = await (await import("./build.js")).runBuild(dir, flags, io, signal);
     });
 
   program
@@ -85,7 +89,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("--raw", "print the stored manifest bytes unchanged")
     .addOption(new Option("--platform <platform>", "show one platform's manifest and config"))
     .action(async (ref: string, flags: InspectFlags) => {
-      exit = await runInspect(ref, flags, io);
+      exit = await (await import("./inspect.js")).runInspect(ref, flags, io);
     });
 
   try {

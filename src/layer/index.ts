@@ -8,8 +8,6 @@
 import { createReadStream } from "node:fs";
 import { lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { Gzip } from "fflate";
-import { pack as tarPack } from "tar-stream";
 import { type Descriptor, type Digest, Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
 import { MediaType } from "../manifest/index.js";
@@ -86,6 +84,8 @@ export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
 
 /** Streams the tar bytes of already-normalised entries. */
 async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
+  // Loaded on first use: a no-change rebuild never needs it.
+  const { pack: tarPack } = await import("tar-stream");
   const pack = tarPack();
   const mtime = new Date(opts.mtime * 1000);
   const common = { uid: opts.uid, gid: opts.gid, uname: "", gname: "", mtime };
@@ -175,6 +175,7 @@ export async function writeLayer(
   const uncompressed = new Digester();
   const compressed = new Digester();
   let pending: Uint8Array[] = [];
+  const { Gzip } = await import("fflate");
   const gz = new Gzip({ level: GZIP_LEVEL, mtime: 0 }, (chunk) => {
     pending.push(chunk);
   });

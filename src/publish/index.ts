@@ -5,7 +5,6 @@
 import { access, constants, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { pack as tarPack } from "tar-stream";
 import { type Descriptor, type Digest, verifyingStream } from "../digest/index.js";
 import { addContext, PolyarchError } from "../errors.js";
 import type { Artifact, Image } from "../image/index.js";
@@ -233,6 +232,7 @@ export class TarballPublisher implements Publisher {
     const tmp = `${abs}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
     const fh = await open(tmp, "wx", 0o644);
     try {
+      const { pack: tarPack } = await import("tar-stream");
       const pack = tarPack();
       const mtime = new Date(this.#mtime * 1000);
       const h = { uid: 0, gid: 0, uname: "", gname: "", mtime };

@@ -5,23 +5,17 @@
  * an index over them.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { type Digest, digestHex } from "../../digest/index.js";
+import { type Digest, digestHex, isDigest } from "../../digest/index.js";
 import { PolyarchError } from "../../errors.js";
 import { assembleImage, assembleIndex, type FileLayer, isoTime } from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
-import {
-  diffIdOf,
-  entriesFromDirectory,
-  type LayerEntry,
-  type TarOptions,
-  writeLayer,
-} from "../../layer/index.js";
+import { diffIdOf, entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
+import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
 import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
-import { mapLimit } from "../../util/limit.js";
 import type { BuildEvent, Builder, BuildResult } from "../index.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
@@ -118,7 +112,7 @@ export class GoBuilder implements Builder {
   async #resolvePackage(signal?: AbortSignal): Promise<GoPackage> {
     const first = this.#o.platforms[0]!;
     const r = await this.#go(
-      ["list", "-json", "--", this.#o.mainPackage],
+      ["list", "-json=Name,ImportPath,Dir,Error", "--", this.#o.mainPackage],
       { ...toGoEnv(first), CGO_ENABLED: "0" },
       signal,
     );
@@ -182,28 +176,84 @@ export class GoBuilder implements Builder {
   }
 
   async build(opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void } = {}): Promise<BuildResult> {
-    const { signal } = opts;
     const emit = opts.onEvent ?? (() => {});
     const o = this.#o;
-    const [pkg] = await Promise.all([this.#resolvePackage(signal), this.#checkPlatforms(signal)]);
-    emit({ type: "resolve", target: pkg.importPath, name: pkg.name });
+    // Stop every compile on the first failure (or when the caller aborts).
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(opts.signal?.reason);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const signal = stop.signal;
+    // 1. Refuse targets the toolchain lacks before any compile starts (fast).
+    await this.#checkPlatforms(signal);
+    // 2. Load the package while the compiles run; `go build -o <dir>/` names the binary itself.
+    const pkgP = this.#resolvePackage(signal);
+    pkgP.catch(() => {});
     const tarOpts: TarOptions = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     const created = isoTime(o.sourceDateEpoch);
-    const pkgKey = createHash("sha256").update(`${o.dir}\0${pkg.dir}`).digest("hex").slice(0, 16);
+    const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
+    const slots = new Semaphore(Math.max(1, o.jobs));
+    try {
+      const staticP = pkgP.then((pkg) => this.#staticLayer(pkg, tarOpts, emit, pool));
+      staticP.catch(() => {});
+      const images = await Promise.all(
+        o.platforms.map(async (platform): Promise<Image> => {
+          try {
+            return await this.#platformImage(
+              platform,
+              pkgP,
+              staticP,
+              slots,
+              pool,
+              tarOpts,
+              created,
+              emit,
+              signal,
+            );
+          } catch (e) {
+            stop.abort(e);
+            throw e;
+          }
+        }),
+      ).catch(async (e) => {
+        // A package that cannot be loaded explains every compile failure better than they do.
+        throw (
+          (await pkgP.then(
+            () => undefined,
+            (pe: unknown) => pe,
+          )) ?? e
+        );
+      });
+      const pkg = await pkgP;
+      emit({ type: "resolve", target: pkg.importPath, name: pkg.name });
+      const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.image.annotations });
+      return { index, name: pkg.name };
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+      await pool.close();
+    }
+  }
 
-    // Static files, shared by every platform.
-    const staticLayer = await this.#staticLayer(pkg, tarOpts, emit);
-
-    const images = await mapLimit(o.platforms, Math.max(1, o.jobs), async (platform): Promise<Image> => {
-      signal?.throwIfAborted();
-      const isWindows = platform.os === "windows";
-      const binName = isWindows ? `${pkg.name}.exe` : pkg.name;
-      const outDir = path.join(o.cacheDir, "bin", pkgKey, formatPlatform(platform).replaceAll("/", "-"));
-      await mkdir(outDir, { recursive: true });
-      const binary = path.join(outDir, binName);
+  async #platformImage(
+    platform: Platform,
+    pkgP: Promise<GoPackage>,
+    staticP: Promise<FileLayer | undefined>,
+    slots: Semaphore,
+    pool: LayerPool,
+    tarOpts: TarOptions,
+    created: string,
+    emit: (e: BuildEvent) => void,
+    signal: AbortSignal,
+  ): Promise<Image> {
+    const o = this.#o;
+    const isWindows = platform.os === "windows";
+    const pkgKey = createHash("sha256").update(`${o.dir}\0${o.mainPackage}`).digest("hex").slice(0, 16);
+    const outDir = path.join(o.cacheDir, "bin", pkgKey, formatPlatform(platform).replaceAll("/", "-"));
+    await mkdir(outDir, { recursive: true });
+    const ms = await slots.run(async () => {
+      signal.throwIfAborted();
       emit({ type: "compile-start", platform });
       const t0 = performance.now();
-      const args = ["build", "-trimpath", "-o", binary];
+      const args = ["build", "-trimpath", "-o", `${outDir}${path.sep}`];
       if (o.ldflags) args.push(`-ldflags=${o.ldflags}`);
       if (o.buildTags?.length) args.push(`-tags=${o.buildTags.join(",")}`);
       args.push("--", o.mainPackage);
@@ -216,58 +266,63 @@ export class GoBuilder implements Builder {
           data: { platform: formatPlatform(platform), stderr: r.stderr },
         });
       }
-      emit({ type: "compile-done", platform, ms: performance.now() - t0, cached: false });
-
-      // Windows images keep files under Files/ (the Windows layer format); the entrypoint is a C:\ path.
-      const root = isWindows ? "Files/app" : "app";
-      const entries: LayerEntry[] = [
-        { type: "dir", path: root, mode: 0o755 },
-        { type: "file", path: `${root}/${binName}`, mode: 0o555, source: { file: binary } },
-      ];
-      if (isWindows) entries.push({ type: "dir", path: "Hives", mode: 0o755 });
-      const binLayer = await this.#cachedLayer(
-        entries,
-        tarOpts,
-        `polyarch: go build -trimpath ${pkg.importPath} (${formatPlatform(platform)})`,
-      );
-      emit({
-        type: "layer",
-        platform,
-        digest: binLayer.digest,
-        size: binLayer.size,
-        cached: binLayer.cached,
-        what: "binary",
-      });
-      const layers = staticLayer && !isWindows ? [staticLayer, binLayer] : [binLayer];
-      const env = isWindows
-        ? [...o.image.env]
-        : ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin", ...o.image.env];
-      if (staticLayer && !isWindows) env.push(`POLYARCH_DATA_PATH=${DATA_DIR}`, `KO_DATA_PATH=${DATA_DIR}`);
-      const image = assembleImage({
-        platform,
-        layers,
-        created,
-        entrypoint: [isWindows ? `C:\\app\\${binName}` : `${APP_DIR}/${binName}`],
-        ...(o.image.cmd ? { cmd: o.image.cmd } : {}),
-        env,
-        ...(o.image.user ? { user: o.image.user } : {}),
-        workingDir: o.image.workingDir ?? (isWindows ? "C:\\" : "/"),
-        exposedPorts: o.image.exposedPorts,
-        labels: o.image.labels,
-        annotations: { [Annotation.CREATED]: created, ...o.image.annotations },
-      });
-      const d = await image.descriptor();
-      emit({ type: "image", platform, digest: d.digest, size: d.size });
-      return image;
+      return performance.now() - t0;
     });
-    const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.image.annotations });
-    return { index, name: pkg.name };
+    emit({ type: "compile-done", platform, ms, cached: false });
+    const pkg = await pkgP;
+    const binName = isWindows ? `${pkg.name}.exe` : pkg.name;
+    const binary = path.join(outDir, binName);
+
+    // Windows images keep files under Files/ (the Windows layer format); the entrypoint is a C:\ path.
+    const root = isWindows ? "Files/app" : "app";
+    const entries: LayerEntry[] = [
+      { type: "dir", path: root, mode: 0o755 },
+      { type: "file", path: `${root}/${binName}`, mode: 0o555, source: { file: binary } },
+    ];
+    if (isWindows) entries.push({ type: "dir", path: "Hives", mode: 0o755 });
+    const binLayer = await this.#cachedLayer(
+      entries,
+      tarOpts,
+      `polyarch: go build -trimpath ${pkg.importPath} (${formatPlatform(platform)})`,
+      pool,
+    );
+    emit({
+      type: "layer",
+      platform,
+      digest: binLayer.digest,
+      size: binLayer.size,
+      cached: binLayer.cached,
+      what: "binary",
+    });
+    const staticLayer = await staticP;
+    const layers = staticLayer && !isWindows ? [staticLayer, binLayer] : [binLayer];
+    const env = isWindows
+      ? [...o.image.env]
+      : ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin", ...o.image.env];
+    if (staticLayer && !isWindows) env.push(`POLYARCH_DATA_PATH=${DATA_DIR}`, `KO_DATA_PATH=${DATA_DIR}`);
+    const image = assembleImage({
+      platform,
+      layers,
+      created,
+      entrypoint: [isWindows ? `C:\\app\\${binName}` : `${APP_DIR}/${binName}`],
+      ...(o.image.cmd ? { cmd: o.image.cmd } : {}),
+      env,
+      ...(o.image.user ? { user: o.image.user } : {}),
+      workingDir: o.image.workingDir ?? (isWindows ? "C:\\" : "/"),
+      exposedPorts: o.image.exposedPorts,
+      labels: o.image.labels,
+      annotations: { [Annotation.CREATED]: created, ...o.image.annotations },
+    });
+    const d = await image.descriptor();
+    emit({ type: "image", platform, digest: d.digest, size: d.size });
+    return image;
   }
 
   async #staticLayer(
     pkg: GoPackage,
     tarOpts: TarOptions,
     emit: (e: BuildEvent) => void,
+    pool: LayerPool,
   ): Promise<FileLayer | undefined> {
     const dir = path.join(pkg.dir, STATIC_DIR_NAME);
     const st = await stat(dir).catch(() => undefined);
@@ -277,6 +332,7 @@ export class GoBuilder implements Builder {
       entries,
       tarOpts,
       `polyarch: static files ${STATIC_DIR_NAME}/ → ${DATA_DIR}`,
+      pool,
     );
     emit({
       type: "layer",
@@ -290,16 +346,25 @@ export class GoBuilder implements Builder {
   }
 
   /**
-   * A layer keyed by its diffID: hashing the tar is cheap, compressing is not, so an unchanged
-   * binary reuses the compressed blob from the cache (verified again when it is stored).
+   * A layer keyed by its diffID: compressing is the expensive part, so an unchanged tar reuses
+   * the compressed blob from the cache (it is verified again when stored in an output). The
+   * diffID itself is remembered per stat fingerprint of the input files (device, inode, size,
+   * mtime, ctime — git's index trick), so a no-change rebuild does not even re-hash binaries.
    */
   async #cachedLayer(
     entries: LayerEntry[],
     tarOpts: TarOptions,
     createdBy: string,
+    pool: LayerPool,
   ): Promise<FileLayer & { cached: boolean }> {
-    const { diffId } = await diffIdOf(entries, tarOpts);
     const cacheDir = this.#o.cacheDir;
+    const fp = await fingerprint(entries, tarOpts);
+    const fpFile = path.join(cacheDir, "stat", fp);
+    let diffId = await readFile(fpFile, "utf8").then(
+      (s) => (isDigest(s.trim()) ? (s.trim() as Digest) : undefined),
+      () => undefined,
+    );
+    diffId ??= (await diffIdOf(entries, tarOpts)).diffId;
     const indexFile = path.join(cacheDir, "layers", digestHex(diffId));
     const cached = await readFile(indexFile, "utf8")
       .then((s) => JSON.parse(s) as { mediaType: string; digest: Digest; size: number })
@@ -307,14 +372,17 @@ export class GoBuilder implements Builder {
     if (cached) {
       const file = path.join(cacheDir, "blobs", "sha256", digestHex(cached.digest));
       const st = await stat(file).catch(() => undefined);
-      if (st?.size === cached.size) return { ...cached, diffId, file, createdBy, cached: true };
+      if (st?.size === cached.size) {
+        await writeAtomic(fpFile, diffId);
+        return { ...cached, diffId, file, createdBy, cached: true };
+      }
     }
     const tmp = path.join(
       cacheDir,
       "tmp",
       `${digestHex(diffId)}-${process.pid}-${Math.random().toString(36).slice(2)}`,
     );
-    const blob = await writeLayer(entries, tarOpts, tmp);
+    const blob = await pool.writeLayer(entries, tarOpts, tmp);
     if (blob.diffId !== diffId) {
       throw new PolyarchError({
         code: "E_INTERNAL",
@@ -325,11 +393,11 @@ export class GoBuilder implements Builder {
     const file = path.join(cacheDir, "blobs", "sha256", digestHex(blob.digest));
     await mkdir(path.dirname(file), { recursive: true });
     await rename(tmp, file);
-    await mkdir(path.dirname(indexFile), { recursive: true });
-    await writeFile(
+    await writeAtomic(
       indexFile,
       JSON.stringify({ mediaType: blob.mediaType, digest: blob.digest, size: blob.size }),
     );
+    await writeAtomic(fpFile, diffId);
     return {
       mediaType: blob.mediaType,
       digest: blob.digest,
@@ -339,6 +407,96 @@ export class GoBuilder implements Builder {
       createdBy,
       cached: false,
     };
+  }
+}
+
+/** Bump when the tar or gzip format changes, so old cache entries are not reused. */
+const LAYER_FORMAT = "polyarch-layer-1";
+
+/** A key for "same entries, same files on disk, same options", from metadata only. */
+async function fingerprint(entries: readonly LayerEntry[], opts: TarOptions): Promise<string> {
+  const h = createHash("sha256").update(`${LAYER_FORMAT}\0${JSON.stringify(opts)}\0`);
+  for (const e of entries) {
+    if (e.type === "file") {
+      if ("file" in e.source) {
+        const st = await stat(e.source.file, { bigint: true });
+        const buildId = await readGoBuildId(e.source.file);
+        // Go re-touches an up-to-date binary's mtime, so its build ID (whose last part hashes
+        // the linked file) is the stable key; other files use their stat identity.
+        h.update(
+          buildId
+            ? `g\0${e.path}\0${e.mode}\0${buildId}\0${st.size}\0`
+            : `f\0${e.path}\0${e.mode}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}\0`,
+        );
+      } else {
+        h.update(`d\0${e.path}\0${e.mode}\0`).update(e.source.data).update("\0");
+      }
+    } else if (e.type === "symlink") {
+      h.update(`l\0${e.path}\0${e.target}\0`);
+    } else {
+      h.update(`D\0${e.path}\0${e.mode ?? ""}\0`);
+    }
+  }
+  return h.digest("hex");
+}
+
+/**
+ * The Go build ID of a binary, found as cmd/go finds it: in ELF files the `.note.go.buildid`
+ * note (name "Go\0\0", type 4, either byte order), otherwise the marker `\xff Go build ID: "`;
+ * both sit within the first 32 KiB. Returns undefined for other files (or -buildid=).
+ */
+export async function readGoBuildId(file: string): Promise<string | undefined> {
+  const fh = await open(file, "r");
+  let head: Buffer;
+  try {
+    const buf = Buffer.alloc(32 * 1024);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    head = buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+  const valid = (id: string) => (/^[A-Za-z0-9_/=-]{20,}$/.test(id) ? id : undefined);
+  const name = Buffer.from("Go\0\0", "latin1");
+  for (let at = head.indexOf(name); at >= 12; at = head.indexOf(name, at + 1)) {
+    for (const le of [true, false]) {
+      const u32 = (o: number) => (le ? head.readUInt32LE(o) : head.readUInt32BE(o));
+      if (u32(at - 12) !== 4 || u32(at - 4) !== 4) continue;
+      const size = u32(at - 8);
+      if (size > 0 && size < 512 && at + 4 + size <= head.length)
+        return valid(head.subarray(at + 4, at + 4 + size).toString("latin1"));
+    }
+  }
+  const marker = Buffer.from('\xff Go build ID: "', "latin1");
+  const m = head.indexOf(marker);
+  if (m < 0) return undefined;
+  const end = head.indexOf(0x22, m + marker.length);
+  return end < 0 ? undefined : valid(head.subarray(m + marker.length, end).toString("latin1"));
+}
+
+async function writeAtomic(file: string, data: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  await writeFile(tmp, data);
+  await rename(tmp, file);
+}
+
+/** At most n tasks inside `run` at once. */
+class Semaphore {
+  #free: number;
+  #waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((r) => this.#waiting.push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
   }
 }
 
