@@ -76,9 +76,10 @@ describe("OCI layout store", () => {
     const worker = path.join(here, "_layout_worker.js");
     for (let i = 0; i < 12; i++) {
       const c = spawn(process.execPath, [worker, "write", dir, String(i), "50"], { stdio: "ignore" });
+      const exited = new Promise((r) => c.once("exit", r));
       await new Promise((r) => setTimeout(r, 250 + ((i * 97) % 400)));
       c.kill("SIGKILL");
-      await new Promise((r) => c.once("exit", r));
+      await exited;
     }
     const layout = await OciLayout.open(dir); // index.json and oci-layout still parse
     const blobs = path.join(dir, "blobs", "sha256");

@@ -129,7 +129,7 @@ export function assembleImage(spec: ImageSpec): Image {
           message: `blob ${d.digest} is not part of this image`,
           hint: "This is a bug in polyarch.",
         });
-      return verifyingStream(createReadStream(f.file), d, `layer ${d.digest}`);
+      return verifyingStream(createReadStream(f.file, { highWaterMark: 1 << 20 }), d, `layer ${d.digest}`);
     },
   });
 }

@@ -10,31 +10,63 @@ export interface BlobSink {
   ): Promise<boolean>;
 }
 
+/** Blobs written at once: enough to overlap hashing and fsync latency, bounded like ggcr's 4 jobs. */
+export const WRITE_CONCURRENCY = 4;
+
 /**
  * Writes an artifact children-first: for an image its config and layers, then its manifest;
- * for an index each child, then the index. Blobs are written once even when shared.
+ * for an index every child, then the index. Independent blobs are written concurrently (at
+ * most WRITE_CONCURRENCY at once) and each digest once, however many images share it.
  * Returns the digests newly written, so a failed publish can take them back.
  */
 export async function writeArtifact(
   sink: BlobSink,
   artifact: Artifact,
-  written: Set<Digest> = new Set(),
-  seen: Set<Digest> = new Set(),
+  concurrency = WRITE_CONCURRENCY,
 ): Promise<Set<Digest>> {
-  const desc = await artifact.descriptor();
-  if (seen.has(desc.digest)) return written;
-  if (artifact.kind === "image") {
-    const m = await artifact.manifest();
-    for (const blob of [m.config, ...m.layers]) {
-      if (seen.has(blob.digest)) continue;
-      seen.add(blob.digest);
-      if (await sink.putBlob(blob, artifact.blob(blob))) written.add(blob.digest);
+  const written = new Set<Digest>();
+  const inflight = new Map<Digest, Promise<void>>();
+  let free = concurrency;
+  const waiting: (() => void)[] = [];
+  const slot = async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (free > 0) free--;
+    else await new Promise<void>((r) => waiting.push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
     }
-  } else {
-    const m = await artifact.manifest();
-    for (const d of m.manifests) await writeArtifact(sink, await artifact.child(d), written, seen);
-  }
-  seen.add(desc.digest);
-  if (await sink.putBlob(desc, [await artifact.rawManifest()])) written.add(desc.digest);
+  };
+  const put = (
+    desc: Pick<Descriptor, "digest" | "size">,
+    open: () => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<void> => {
+    let p = inflight.get(desc.digest);
+    if (!p) {
+      p = slot(async () => {
+        if (await sink.putBlob(desc, open())) written.add(desc.digest);
+      });
+      inflight.set(desc.digest, p);
+    }
+    return p;
+  };
+  const write = async (a: Artifact): Promise<void> => {
+    const desc = await a.descriptor();
+    const existing = inflight.get(desc.digest);
+    if (existing) return existing;
+    if (a.kind === "image") {
+      const m = await a.manifest();
+      await Promise.all([m.config, ...m.layers].map((b) => put(b, () => a.blob(b))));
+    } else {
+      const m = await a.manifest();
+      await Promise.all(m.manifests.map(async (d) => write(await a.child(d))));
+    }
+    // Children are stored: now the parent may name them.
+    const raw = await a.rawManifest();
+    await put(desc, () => [raw]);
+  };
+  await write(artifact);
   return written;
 }

@@ -172,7 +172,7 @@ export class OciLayout {
 
   async putBlobFile(desc: Pick<Descriptor, "digest" | "size">, file: string): Promise<boolean> {
     if (await this.hasBlob(desc)) return false;
-    return this.putBlob(desc, createReadStream(file));
+    return this.putBlob(desc, createReadStream(file, { highWaterMark: 1 << 20 }));
   }
 
   async putBlobBytes(desc: Pick<Descriptor, "digest" | "size">, data: Uint8Array): Promise<boolean> {
@@ -211,7 +211,7 @@ export class OciLayout {
   /** Streams a blob, verified against its descriptor as it is read. */
   readBlob(desc: Pick<Descriptor, "digest" | "size">): AsyncIterable<Uint8Array> {
     return verifyingStream(
-      createReadStream(this.blobPath(desc.digest)),
+      createReadStream(this.blobPath(desc.digest), { highWaterMark: 1 << 20 }),
       desc,
       `blob ${desc.digest} in ${this.dir}`,
     );
