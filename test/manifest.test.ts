@@ -104,8 +104,7 @@ describe("digest verification", () => {
     const flipped = Buffer.from(data);
     flipped[0] = 0x48;
     const drain = async (src: Uint8Array[]) => {
-      for await (const _ of verifyingStream(src, good, "blob")) {
-      }
+      for await (const _ of verifyingStream(src, good, "blob")) void _;
     };
     await assert.rejects(
       drain([flipped]),

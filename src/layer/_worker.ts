@@ -2,21 +2,22 @@
 import { parentPort } from "node:worker_threads";
 import { type LayerEntry, type TarOptions, writeLayer } from "./index.js";
 
-parentPort?.on(
-  "message",
-  async (msg: { id: number; entries: LayerEntry[]; opts: TarOptions; dest: string }) => {
-    try {
-      const blob = await writeLayer(msg.entries, msg.opts, msg.dest);
-      parentPort?.postMessage({ id: msg.id, blob });
-    } catch (e) {
+interface Job {
+  id: number;
+  entries: LayerEntry[];
+  opts: TarOptions;
+  dest: string;
+}
+
+parentPort?.on("message", (msg: Job) => {
+  writeLayer(msg.entries, msg.opts, msg.dest).then(
+    (blob) => parentPort?.postMessage({ id: msg.id, blob }),
+    (e: unknown) => {
+      const err = e as { message?: string; code?: string; hint?: string };
       parentPort?.postMessage({
         id: msg.id,
-        error: {
-          message: (e as Error).message,
-          code: (e as { code?: string }).code,
-          hint: (e as { hint?: string }).hint,
-        },
+        error: { message: err.message ?? String(e), code: err.code, hint: err.hint },
       });
-    }
-  },
-);
+    },
+  );
+});

@@ -218,7 +218,7 @@ export type Parsed =
  */
 export function parseManifest(raw: Uint8Array, contentType?: string): Parsed {
   const obj = parseJson(raw, "manifest", MAX_MANIFEST_BYTES);
-  const declared = typeof obj["mediaType"] === "string" ? (obj["mediaType"] as string) : undefined;
+  const declared = typeof obj["mediaType"] === "string" ? obj["mediaType"] : undefined;
   if (declared && contentType && declared !== contentType) {
     throw invalid("manifest", `its mediaType ${declared} differs from the content type ${contentType}`);
   }

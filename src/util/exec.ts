@@ -19,7 +19,7 @@ export const exec: Exec = (file, args, opts = {}) =>
   new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd: opts.cwd,
-      env: opts.env as NodeJS.ProcessEnv | undefined,
+      env: opts.env,
       signal: opts.signal,
       stdio: ["ignore", "pipe", "pipe"],
     });
