@@ -5,7 +5,13 @@ const controller = new AbortController();
 for (const sig of ["SIGINT", "SIGTERM"]) process.once(sig, () => controller.abort());
 const code = await main(
   process.argv.slice(2),
-  { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() },
+  {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+    cwd: process.cwd(),
+    stdin: process.stdin,
+  },
   controller.signal,
 );
 process.exitCode = code;

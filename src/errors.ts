@@ -22,6 +22,8 @@ export type ErrorCode =
   | "E_SIZE"
   | "E_TAR"
   | "E_ABORTED"
+  | "E_REGISTRY"
+  | "E_AUTH"
   | "E_INTERNAL";
 
 export interface ErrorInit {

@@ -47,12 +47,16 @@ export async function gitExample(example: string, into: string): Promise<string>
 /** Runs the CLI as a user would, with its own cache unless one is given. */
 export async function polyarch(
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string | undefined>; node?: string } = {},
+  opts: { cwd?: string; env?: Record<string, string | undefined>; node?: string; input?: string } = {},
 ) {
   const env: Record<string, string | undefined> = { ...process.env, ...opts.env };
   delete env["SOURCE_DATE_EPOCH"];
   if (opts.env && "SOURCE_DATE_EPOCH" in opts.env) env["SOURCE_DATE_EPOCH"] = opts.env["SOURCE_DATE_EPOCH"];
-  return run(opts.node ?? process.execPath, [BIN, ...args], { env, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+  return run(opts.node ?? process.execPath, [BIN, ...args], {
+    env,
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+  });
 }
 
 export async function cleanup(dir: string): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { isPolyarchError } from "../errors.js";
 
 /** Everything the CLI touches of the outside world, so tests can run it in-process. */
@@ -7,6 +7,7 @@ export interface CliIO {
   stderr: Writable;
   env: Record<string, string | undefined>;
   cwd: string;
+  stdin?: Readable;
 }
 
 export function humanSize(n: number): string {

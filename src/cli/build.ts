@@ -10,7 +10,9 @@ import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
-import { parseTarget } from "./_targets.js";
+import { makeClient } from "./_registry.js";
+import { parseLocation, parseOutput } from "./_targets.js";
+import { RegistryPublisher } from "../publish/registry.js";
 
 export interface BuildFlags {
   platform?: string[];
@@ -26,6 +28,9 @@ export interface BuildFlags {
   annotation?: string[];
   workdir?: string;
   jobs?: string;
+  push?: string;
+  insecure?: string[];
+  platformTags?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -46,10 +51,23 @@ export async function runBuild(
   const platforms: Platform[] = flags.platform?.length
     ? parsePlatformList(flags.platform)
     : [{ ...hostPlatform(), os: "linux" }];
-  const tags = (flags.tag?.length ? flags.tag.flatMap((t) => t.split(",")) : [DEFAULT_TAG]).map((t) =>
+  // --push sends the image to a registry; an --output given as well also gets it.
+  const pushLoc = flags.push ? parseLocation(flags.push) : undefined;
+  if (pushLoc && pushLoc.kind !== "registry") {
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--push needs a registry reference, not "${flags.push}"`,
+      hint: "Write it as registry/repository[:tag], e.g. --push ghcr.io/acme/api:1.2.3.",
+    });
+  }
+  const target = pushLoc && !flags.output ? undefined : parseOutput(flags.output ?? DEFAULT_OUTPUT);
+  const explicitTags = [
+    ...(flags.tag ?? []).flatMap((t) => t.split(",")),
+    ...(pushLoc?.kind === "registry" && pushLoc.ref.tag ? [pushLoc.ref.tag] : []),
+  ];
+  const tags = [...new Set(explicitTags.length ? explicitTags : [DEFAULT_TAG])].map((t) =>
     validateTag(t.trim()),
   );
-  const target = parseTarget(flags.output ?? DEFAULT_OUTPUT, false);
   if (flags.user && flags.nonroot) {
     throw new PolyarchError({
       code: "E_INPUT",
@@ -66,8 +84,18 @@ export async function runBuild(
     });
   }
   const epoch = await resolveSourceDateEpoch(io.env, dir, exec);
-  const outPath = path.resolve(io.cwd, target.kind === "oci" ? target.dir : target.file);
-  await checkWritable(outPath, target.kind === "oci" ? "dir" : "file");
+  if (target) {
+    const outPath = path.resolve(io.cwd, target.kind === "oci" ? target.dir : target.file);
+    await checkWritable(outPath, target.kind === "oci" ? "dir" : "file");
+  }
+  const platformTagStyle = flags.platformTags;
+  if (platformTagStyle !== undefined && platformTagStyle !== "os-arch" && platformTagStyle !== "arch") {
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--platform-tags "${String(platformTagStyle)}" is not a style polyarch knows`,
+      hint: "Use --platform-tags os-arch (v1-linux-arm64) or --platform-tags arch (v1-arm64).",
+    });
+  }
   const image = {
     env: Object.entries(parsePairs(flags.env ?? [], "env")).map(([k, v]) => `${k}=${v}`),
     exposedPorts: (flags.port ?? []).flatMap((p) => p.split(",")),
@@ -110,15 +138,54 @@ export async function runBuild(
   const { index, name } = await builder.build({ onEvent, ...(signal ? { signal } : {}) });
 
   // 2. Publish: blobs, manifests, index, then the tags.
-  const publisher: Publisher =
-    target.kind === "oci"
-      ? new LayoutPublisher(target.dir)
-      : new TarballPublisher(target.file, {
-          repository: name,
-          mtime: epoch.value,
-          dockerPlatform: { ...hostPlatform(), os: "linux" },
-        });
-  const result = await publisher.publish(index, tags, signal ? { signal } : {});
+  const opts = signal ? { signal } : {};
+  const references: string[] = [];
+  let digest = "";
+  if (pushLoc?.kind === "registry") {
+    const client = makeClient(io, flags.insecure);
+    const repo = { registry: pushLoc.ref.registry, repository: pushLoc.ref.repository };
+    const pub = new RegistryPublisher(client, repo);
+    try {
+      const r = await pub.publish(index, tags, opts);
+      digest = r.digest;
+      references.push(...r.references);
+      if (platformTagStyle) {
+        for (const { descriptor, image: img } of await platformImages(index)) {
+          const p = descriptor.platform!;
+          const suffix = (
+            platformTagStyle === "os-arch" ? [p.os, p.architecture, p.variant] : [p.architecture, p.variant]
+          )
+            .filter(Boolean)
+            .join("-");
+          for (const t of tags) {
+            const tag = validateTag(`${t}-${suffix}`);
+            await client.putManifest(repo, tag, await img.rawManifest(), descriptor.mediaType, signal);
+            references.push(`${repo.registry}/${repo.repository}:${tag}@${descriptor.digest}`);
+          }
+        }
+      }
+      const st = pub.stats;
+      log(
+        `pushed to ${repo.registry}/${repo.repository}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
+      );
+    } finally {
+      await client.transport.close();
+    }
+  }
+  if (target) {
+    const publisher: Publisher =
+      target.kind === "oci"
+        ? new LayoutPublisher(target.dir)
+        : new TarballPublisher(target.file, {
+            repository: name,
+            mtime: epoch.value,
+            dockerPlatform: { ...hostPlatform(), os: "linux" },
+          });
+    const r = await publisher.publish(index, tags, opts);
+    digest = r.digest;
+    references.push(...r.references);
+  }
+  const result = { digest, references };
 
   // 3. Report: references on stdout, a summary on stderr.
   const rows = [["PLATFORM", "DIGEST", "SIZE", "COMPILE"]];

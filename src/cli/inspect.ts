@@ -1,18 +1,18 @@
 import { PolyarchError } from "../errors.js";
 import type { Artifact, Image, Index } from "../image/index.js";
 import { compressedSize } from "../image/index.js";
-import { layoutArtifact } from "../layout/artifact.js";
-import { OciLayout } from "../layout/index.js";
 import { isIndexMediaType } from "../manifest/index.js";
 import { formatPlatform, parsePlatform, platformMatches } from "../platform/index.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { parseTarget } from "./_targets.js";
+import { makeClient, openLocation } from "./_registry.js";
+import { parseLocation } from "./_targets.js";
 
 export interface InspectFlags {
   json?: boolean;
   raw?: boolean;
   verbose?: boolean;
   platform?: string;
+  insecure?: string[];
 }
 
 /** docker manifest inspect prints JSON indented by three spaces. */
@@ -38,16 +38,23 @@ function dockerDescriptor(d: {
 }
 
 export async function runInspect(refArg: string, flags: InspectFlags, io: CliIO): Promise<number> {
-  const target = parseTarget(refArg, true);
-  if (target.kind !== "oci") {
+  const loc = parseLocation(refArg);
+  if (loc.kind === "tarball") {
     throw new PolyarchError({
       code: "E_INPUT",
       message: `cannot inspect ${refArg}`,
-      hint: "Inspect an OCI layout: polyarch inspect oci:<dir>[:tag].",
+      hint: "Inspect an OCI layout (oci:<dir>[:tag]) or a registry reference (registry/repo:tag).",
     });
   }
-  const layout = await OciLayout.open(target.dir);
-  const top = await layoutArtifact(layout, await layout.resolve(target.tag));
+  const client = makeClient(io, flags.insecure);
+  try {
+    return await show(await openLocation(loc, client), refArg, flags, io);
+  } finally {
+    await client.transport.close();
+  }
+}
+
+async function show(top: Artifact, refArg: string, flags: InspectFlags, io: CliIO): Promise<number> {
   let shown: Artifact = top;
   if (flags.platform) {
     const want = parsePlatform(flags.platform);

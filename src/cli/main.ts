@@ -7,7 +7,9 @@ import { Command, CommanderError, Option } from "commander";
 import { PolyarchError } from "../errors.js";
 import { type CliIO, printError } from "./_io.js";
 import type { BuildFlags } from "./build.js";
+import type { CopyFlags } from "./copy.js";
 import type { InspectFlags } from "./inspect.js";
+import type { LoginFlags } from "./login.js";
 
 // Command modules load only when their command runs: start-up time is part of every rebuild.
 const DEFAULT_OUTPUT = "oci:out/oci";
@@ -55,8 +57,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("-t, --tag <tag>", `tag to record (repeatable; default: ${DEFAULT_TAG})`, collect)
     .option(
       "-o, --output <target>",
-      `oci:<dir> (OCI image layout) or tarball:<file> (docker load / oci-archive)`,
-      DEFAULT_OUTPUT,
+      `oci:<dir> (OCI image layout) or tarball:<file> (docker load / oci-archive); default ${DEFAULT_OUTPUT} unless --push is given`,
     )
     .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-s -w -X main.version=1.2.3'")
     .option("--build-tags <tags>", "go build tags, comma separated")
@@ -68,6 +69,19 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("--annotation <KEY=VALUE>", "OCI annotation on the index and each manifest (repeatable)", collect)
     .option("--workdir <dir>", "working directory of the entrypoint (default: /)")
     .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+    .option(
+      "--push <ref>",
+      "push to a registry, e.g. ghcr.io/acme/api:1.2.3 (the tag joins --tag); with --output as well, both get it",
+    )
+    .option(
+      "--platform-tags <style>",
+      "with --push, also tag each platform image: os-arch (1.2.3-linux-arm64) or arch (1.2.3-arm64)",
+    )
+    .option(
+      "--insecure <registry>",
+      "allow plain HTTP to this registry (repeatable; localhost always may)",
+      collect,
+    )
     .option("--json", "print the result as JSON on stdout")
     .option("-q, --quiet", "no progress on stderr")
     .action(async (dir: string | undefined, flags: BuildFlags) => {
@@ -80,7 +94,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .description(
       "Show the index at REF (oci:<dir>[:tag]) with each platform's digest and size, or, with --json, the JSON `docker manifest inspect` prints.",
     )
-    .argument("<ref>", "oci:<dir>[:tag]")
+    .argument("<ref>", "oci:<dir>[:tag] or registry/repository[:tag|@digest]")
     .option("--json", "print JSON in the shape of docker manifest inspect")
     .option(
       "-v, --verbose",
@@ -88,8 +102,69 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     )
     .option("--raw", "print the stored manifest bytes unchanged")
     .addOption(new Option("--platform <platform>", "show one platform's manifest and config"))
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
     .action(async (ref: string, flags: InspectFlags) => {
       exit = await (await import("./inspect.js")).runInspect(ref, flags, io);
+    });
+
+  const copyOptions = (c: Command) =>
+    c
+      .option(
+        "-p, --platform <list>",
+        "copy only these platforms (one gives that image, several a new index)",
+        collect,
+      )
+      .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+      .option("--json", "print the result as JSON")
+      .option("-q, --quiet", "no progress on stderr");
+
+  copyOptions(
+    program
+      .command("copy")
+      .summary("copy an image or index between registries and layouts, digests unchanged")
+      .description(
+        "Copy SRC to DST (each oci:<dir>[:tag] or registry/repository[:tag]), all platforms unless --platform picks some. Blobs already at DST are skipped; on one registry they are mounted.",
+      )
+      .argument("<src>", "source")
+      .argument("<dst>", "destination"),
+  ).action(async (src: string, dst: string, flags: CopyFlags) => {
+    exit = await (await import("./copy.js")).runCopy(src, dst, flags, io, signal);
+  });
+
+  copyOptions(
+    program
+      .command("push")
+      .summary("push an image from an OCI layout to a registry")
+      .argument("<src>", "oci:<dir>[:tag]")
+      .argument("<ref>", "registry/repository[:tag]"),
+  ).action(async (src: string, dst: string, flags: CopyFlags) => {
+    if (!src.startsWith("oci:"))
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `push reads from an OCI layout, not "${src}"`,
+        hint: "Write the source as oci:<dir>[:tag]; for registry to registry use polyarch copy.",
+      });
+    exit = await (await import("./copy.js")).runCopy(src, dst, flags, io, signal, "push");
+  });
+
+  program
+    .command("login")
+    .summary("check and store credentials for a registry (docker's config.json)")
+    .argument("<registry>", "registry host, e.g. ghcr.io or localhost:5000")
+    .option("-u, --username <user>", "user name")
+    .option("--password-stdin", "read the password or token from standard input")
+    .option("-p, --password <password>", "password (visible to other users; prefer --password-stdin)")
+    .option("--insecure <registry>", "allow plain HTTP to this registry", collect)
+    .action(async (registry: string, flags: LoginFlags) => {
+      exit = await (await import("./login.js")).runLogin(registry, flags, io);
+    });
+
+  program
+    .command("logout")
+    .summary("remove stored credentials for a registry")
+    .argument("<registry>", "registry host")
+    .action(async (registry: string) => {
+      exit = await (await import("./login.js")).runLogout(registry, io);
     });
 
   try {

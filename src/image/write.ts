@@ -6,8 +6,11 @@ export interface BlobSink {
   /** Stores a blob unless present; returns true when it wrote it. */
   putBlob(
     desc: Pick<Descriptor, "digest" | "size">,
-    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    /** Opens the bytes; called again if the sink retries. */
+    open: () => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   ): Promise<boolean>;
+  /** Stores a manifest (a registry PUTs it by digest); without it manifests are blobs. */
+  putManifest?(desc: Descriptor, raw: Uint8Array): Promise<boolean>;
 }
 
 /** Blobs written at once: enough to overlap hashing and fsync latency, bounded like ggcr's 4 jobs. */
@@ -46,7 +49,7 @@ export async function writeArtifact(
     let p = inflight.get(desc.digest);
     if (!p) {
       p = slot(async () => {
-        if (await sink.putBlob(desc, open())) written.add(desc.digest);
+        if (await sink.putBlob(desc, open)) written.add(desc.digest);
       });
       inflight.set(desc.digest, p);
     }
@@ -65,7 +68,18 @@ export async function writeArtifact(
     }
     // Children are stored: now the parent may name them.
     const raw = await a.rawManifest();
-    await put(desc, () => [raw]);
+    if (sink.putManifest) {
+      let p = inflight.get(desc.digest);
+      if (!p) {
+        p = slot(async () => {
+          if (await sink.putManifest!(desc, raw)) written.add(desc.digest);
+        });
+        inflight.set(desc.digest, p);
+      }
+      await p;
+    } else {
+      await put(desc, () => [raw]);
+    }
   };
   await write(artifact);
   return written;

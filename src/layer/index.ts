@@ -11,6 +11,9 @@ import path from "node:path";
 import { type Descriptor, type Digest, Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
 import { MediaType } from "../manifest/index.js";
+import { fixedBlocks } from "../util/blocks.js";
+
+export { fixedBlocks };
 
 export type EntrySource = { file: string } | { data: Uint8Array };
 
@@ -123,30 +126,6 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
   for await (const chunk of pack as AsyncIterable<Uint8Array>) yield chunk;
   await writer;
   if (failed) throw failed;
-}
-
-/** Cuts a stream into blocks of exactly `size` bytes (the last one shorter). */
-export async function* fixedBlocks(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  size: number,
-): AsyncGenerator<Uint8Array> {
-  let buf = Buffer.allocUnsafe(size);
-  let fill = 0;
-  for await (const chunk of source) {
-    let off = 0;
-    while (off < chunk.byteLength) {
-      const n = Math.min(size - fill, chunk.byteLength - off);
-      buf.set(chunk.subarray(off, off + n), fill);
-      fill += n;
-      off += n;
-      if (fill === size) {
-        yield buf;
-        buf = Buffer.allocUnsafe(size);
-        fill = 0;
-      }
-    }
-  }
-  yield buf.subarray(0, fill);
 }
 
 /** The diffID (sha256 of the uncompressed tar) without compressing: cheap, used as a cache key. */

@@ -110,7 +110,8 @@ export class LayoutPublisher implements Publisher {
     let written = new Set<Digest>();
     try {
       layout = await OciLayout.openOrCreate(abs);
-      written = await writeArtifact(layout, artifact);
+      const store = layout;
+      written = await writeArtifact({ putBlob: (d, open) => store.putBlob(d, open()) }, artifact);
       opts.signal?.throwIfAborted();
       const desc = await artifact.descriptor();
       await layout.setTags(

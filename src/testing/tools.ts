@@ -9,9 +9,13 @@ import { type ExecResult, exec } from "../util/exec.js";
 export async function run(
   file: string,
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string | undefined> } = {},
+  opts: { cwd?: string; env?: Record<string, string | undefined>; input?: string } = {},
 ): Promise<ExecResult> {
-  const r = await exec(file, args, { env: opts.env ?? process.env, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+  const r = await exec(file, args, {
+    env: opts.env ?? process.env,
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+  });
   return r;
 }
 

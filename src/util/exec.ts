@@ -10,6 +10,8 @@ export interface ExecOptions {
   cwd?: string;
   env?: Record<string, string | undefined>;
   signal?: AbortSignal;
+  /** Written to standard input, which is then closed. */
+  input?: string;
 }
 
 /** Runs a program and collects its output; never throws for a non-zero exit. */
@@ -21,12 +23,13 @@ export const exec: Exec = (file, args, opts = {}) =>
       cwd: opts.cwd,
       env: opts.env,
       signal: opts.signal,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
     });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on("data", (c: Buffer) => out.push(c));
-    child.stderr.on("data", (c: Buffer) => err.push(c));
+    child.stdout?.on("data", (c: Buffer) => out.push(c));
+    child.stderr?.on("data", (c: Buffer) => err.push(c));
     child.on("error", reject);
     child.on("close", (code) =>
       resolve({

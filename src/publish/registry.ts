@@ -1,0 +1,100 @@
+/**
+ * Publishing to a registry, children first (reliability.md REG-08/09): every blob (HEAD first,
+ * mounted when the source repository is on the same registry), then each platform manifest by
+ * digest, then the index by digest, and only then the tags. A failure before the tags leaves
+ * every existing tag where it was; a rerun skips what is already there.
+ */
+import type { Descriptor, Digest } from "../digest/index.js";
+import { addContext } from "../errors.js";
+import type { Artifact } from "../image/index.js";
+import { type BlobSink, writeArtifact } from "../image/write.js";
+import { formatReference, type Reference } from "../ref/index.js";
+import type { RegistryClient, Repo } from "../registry/index.js";
+import type { Publisher, PublishResult } from "./index.js";
+
+export interface PushStats {
+  blobsUploaded: number;
+  bytesUploaded: number;
+  blobsPresent: number;
+  blobsMounted: number;
+  manifestsPut: number;
+  manifestsPresent: number;
+}
+
+export interface RegistryPublisherOptions {
+  /** Repositories on the destination registry that may hold the blobs (cross-repository mount). */
+  mountFrom?: string[];
+  chunkSize?: number;
+  onBlob?: (e: { digest: Digest; size: number; result: "exists" | "mounted" | "uploaded" }) => void;
+}
+
+export class RegistryPublisher implements Publisher {
+  readonly client: RegistryClient;
+  readonly repo: Repo;
+  readonly #opts: RegistryPublisherOptions;
+  stats: PushStats = {
+    blobsUploaded: 0,
+    bytesUploaded: 0,
+    blobsPresent: 0,
+    blobsMounted: 0,
+    manifestsPut: 0,
+    manifestsPresent: 0,
+  };
+
+  constructor(client: RegistryClient, repo: Repo, opts: RegistryPublisherOptions = {}) {
+    this.client = client;
+    this.repo = repo;
+    this.#opts = opts;
+  }
+
+  sink(signal?: AbortSignal): BlobSink {
+    const { client, repo } = this;
+    return {
+      putBlob: async (desc, open) => {
+        const result = await client.uploadBlob(repo, desc, open, {
+          ...(this.#opts.mountFrom ? { mountFrom: this.#opts.mountFrom } : {}),
+          ...(this.#opts.chunkSize ? { chunkSize: this.#opts.chunkSize } : {}),
+          ...(signal ? { signal } : {}),
+        });
+        if (result === "uploaded") {
+          this.stats.blobsUploaded++;
+          this.stats.bytesUploaded += desc.size;
+        } else if (result === "mounted") this.stats.blobsMounted++;
+        else this.stats.blobsPresent++;
+        this.#opts.onBlob?.({ digest: desc.digest, size: desc.size, result });
+        return result !== "exists";
+      },
+      putManifest: async (desc: Descriptor, raw: Uint8Array) => {
+        const have = await client.headManifest({ ...repo, digest: desc.digest }, signal);
+        if (have?.digest === desc.digest) {
+          this.stats.manifestsPresent++;
+          return false;
+        }
+        await client.putManifest(repo, desc.digest, raw, desc.mediaType, signal);
+        this.stats.manifestsPut++;
+        return true;
+      },
+    };
+  }
+
+  async publish(
+    artifact: Artifact,
+    tags: readonly string[],
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<PublishResult> {
+    const target = `${this.repo.registry}/${this.repo.repository}`;
+    try {
+      await writeArtifact(this.sink(opts.signal), artifact);
+      const desc = await artifact.descriptor();
+      const raw = await artifact.rawManifest();
+      // Tags move last, each to the same bytes, so every tag names the same digest.
+      for (const tag of tags) await this.client.putManifest(this.repo, tag, raw, desc.mediaType, opts.signal);
+      const refs: Reference[] = tags.length
+        ? tags.map((tag) => ({ ...this.repo, tag, digest: desc.digest }))
+        : [{ ...this.repo, digest: desc.digest }];
+      return { digest: desc.digest, references: refs.map(formatReference) };
+    } catch (e) {
+      throw addContext(e, `pushing to ${target}`);
+    }
+  }
+}

@@ -1,0 +1,504 @@
+/**
+ * HTTP to registries: connection reuse (undici Agent), the auth handshake, manual redirects,
+ * capped error bodies, and retries at the level of whole operations.
+ *
+ * The handshake, per request:
+ * 1. Send with the authorization cached for this registry and scope set, if any.
+ * 2a. 2xx/3xx/4xx other than 401: done.
+ * 2b. 401 with `Basic`: send again once with the stored username/password.
+ * 2c. 401 with `Bearer realm,service`: ask the realm for a token for the scopes (push first —
+ *     a few registries read only the first scope), cache it until it expires, send again once.
+ * 3. A second 401 is an authentication error naming the registry and the scopes.
+ *
+ * Retries (reliability.md REG-01…04): an operation (a manifest GET, a whole blob upload) is
+ * attempted at most `attempts` times on 408/429/5xx or a dropped connection, waiting ≈1 s
+ * then ≈3 s (±10 %), or `Retry-After` when given (up to 60 s). Requests inside an operation are
+ * never retried on their own, so retries do not multiply. An abort is never retried.
+ */
+import { Readable } from "node:stream";
+import { Agent, type Dispatcher, request } from "undici";
+import { PolyarchError } from "../errors.js";
+import { parseChallenge } from "./_challenge.js";
+import { anonymous, type Credential, type CredentialStore } from "./credentials.js";
+import {
+  isRetryableNetworkError,
+  isRetryableStatus,
+  MAX_ERROR_BODY,
+  parseErrorBody,
+  redactUrl,
+  registryError,
+  type RegistryErrorData,
+} from "./errors.js";
+
+export interface RetryPolicy {
+  attempts: number;
+  delaysMs: number[];
+  jitter: number;
+  maxRetryAfterMs: number;
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = {
+  attempts: 3,
+  delaysMs: [1000, 3000],
+  jitter: 0.1,
+  maxRetryAfterMs: 60_000,
+  sleep: (ms, signal) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(resolve, ms);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(t);
+          reject(signal.reason as Error);
+        },
+        { once: true },
+      );
+    }),
+};
+
+export interface TransportOptions {
+  credentials?: CredentialStore;
+  /** Registries (host[:port]) that may be reached over plain HTTP besides localhost. */
+  insecure?: readonly string[];
+  retry?: Partial<RetryPolicy>;
+  dispatcher?: Dispatcher;
+  userAgent?: string;
+}
+
+export type Body = Uint8Array | AsyncIterable<Uint8Array>;
+
+export interface TransportRequest {
+  method: "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
+  registry: string;
+  /** A path like /v2/<repo>/manifests/<ref>, or an absolute URL (upload Location). */
+  path: string;
+  headers?: Record<string, string>;
+  /** A factory, so the handshake can send the body again. */
+  body?: () => Body;
+  /** repository:<name>:<actions> scopes; push scopes first. */
+  scopes: string[];
+  /** Statuses that are not errors. */
+  expect: number[];
+  signal?: AbortSignal;
+}
+
+export interface TransportResponse {
+  status: number;
+  url: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData["body"];
+}
+
+interface CachedAuth {
+  header: string;
+  expires: number;
+}
+
+export function header(res: TransportResponse, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function isLoopback(host: string): boolean {
+  const h = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\./.test(h);
+}
+
+/** IP literals a token realm or redirect must not reach from a public registry (REG-16/18). */
+function isPrivateLiteral(host: string): boolean {
+  const h = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  return (
+    /^(127\.|10\.|192\.168\.|169\.254\.|0\.)/.test(h) ||
+    /^172\.(1[6-9]|2\d|3[01])\./.test(h) ||
+    h === "::1" ||
+    h === "::" ||
+    /^f[cd]/i.test(h) ||
+    /^fe80/i.test(h) ||
+    h === "localhost"
+  );
+}
+
+async function readCapped(body: Dispatcher.ResponseData["body"], limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) {
+      body.destroy();
+      break;
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString("utf8").slice(0, limit);
+}
+
+export class Transport {
+  readonly #creds: CredentialStore;
+  readonly #insecure: Set<string>;
+  readonly retryPolicy: RetryPolicy;
+  readonly #dispatcher: Dispatcher;
+  readonly #ua: string;
+  readonly #auth = new Map<string, CachedAuth>();
+  readonly #basic = new Set<string>();
+
+  constructor(opts: TransportOptions = {}) {
+    this.#creds = opts.credentials ?? anonymous;
+    this.#insecure = new Set(opts.insecure ?? []);
+    this.retryPolicy = { ...DEFAULT_RETRY, ...opts.retry };
+    this.#dispatcher =
+      opts.dispatcher ??
+      new Agent({ connections: 16, keepAliveTimeout: 30_000, headersTimeout: 60_000, bodyTimeout: 60_000 });
+    this.#ua = opts.userAgent ?? "polyarch";
+  }
+
+  /** https://host, or http:// for loopback and registries named insecure. Docker Hub's API host is registry-1. */
+  baseUrl(registry: string): string {
+    const host = registry === "docker.io" ? "registry-1.docker.io" : registry;
+    return `${isLoopback(host) || this.#insecure.has(registry) ? "http" : "https"}://${host}`;
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher.close();
+  }
+
+  #cacheKey(registry: string, scopes: string[]): string {
+    return `${registry} ${[...scopes].sort().join(" ")}`;
+  }
+
+  /** One request with the auth handshake; no retries (see `retry`). */
+  async request(req: TransportRequest): Promise<TransportResponse> {
+    const key = this.#cacheKey(req.registry, req.scopes);
+    let auth = this.#auth.get(key);
+    if (auth && auth.expires <= Date.now()) auth = undefined;
+    if (!auth && this.#basic.has(req.registry)) auth = await this.#basicAuth(req.registry);
+    let res = await this.#send(req, auth?.header);
+    if (res.status === 401) {
+      // 2b/2c: learn the challenge, authenticate, send once more.
+      const challenge = header(res, "www-authenticate");
+      await res.body.dump();
+      const fresh = await this.#authenticate(req, challenge);
+      res = await this.#send(req, fresh.header);
+      if (res.status === 401) {
+        await res.body.dump();
+        throw new PolyarchError({
+          code: "E_AUTH",
+          message: `${req.registry} refused the credentials for ${req.scopes.join(" ") || "access"} (401 unauthorized)`,
+          hint: `Check the user and password or token: polyarch login ${req.registry}.`,
+          data: { status: 401, registry: req.registry },
+        });
+      }
+    }
+    if (!req.expect.includes(res.status)) await this.#fail(req, res);
+    return res;
+  }
+
+  async #basicAuth(registry: string): Promise<CachedAuth | undefined> {
+    const c = await this.#creds.get(registry);
+    if (!c || !("password" in c)) return undefined;
+    return {
+      header: `Basic ${Buffer.from(`${c.username}:${c.password}`).toString("base64")}`,
+      expires: Number.POSITIVE_INFINITY,
+    };
+  }
+
+  async #authenticate(req: TransportRequest, challengeHeader: string | undefined): Promise<CachedAuth> {
+    const ch = challengeHeader ? parseChallenge(challengeHeader) : undefined;
+    const scope = req.scopes.join(" ") || "access";
+    if (ch?.scheme === "basic") {
+      const a = await this.#basicAuth(req.registry);
+      if (!a) {
+        throw new PolyarchError({
+          code: "E_AUTH",
+          message: `${req.registry} needs a user and password for ${scope}`,
+          hint: `Log in first: polyarch login ${req.registry} -u <user> --password-stdin.`,
+        });
+      }
+      this.#basic.add(req.registry);
+      return a;
+    }
+    if (ch?.scheme !== "bearer" || !ch.params["realm"]) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${req.registry} asked for authentication polyarch does not understand (${challengeHeader ?? "no WWW-Authenticate header"})`,
+        hint: "polyarch speaks Basic and Bearer token auth, as docker does.",
+      });
+    }
+    const token = await this.#token(
+      req,
+      ch.params["realm"],
+      ch.params["service"],
+      await this.#creds.get(req.registry),
+    );
+    this.#auth.set(this.#cacheKey(req.registry, req.scopes), token);
+    return token;
+  }
+
+  /** The bearer token flow: GET realm?service&scope (basic credentials), or POST a refresh token. */
+  async #token(
+    req: TransportRequest,
+    realm: string,
+    service: string | undefined,
+    cred: Credential | undefined,
+  ): Promise<CachedAuth> {
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${req.registry} sent a token realm that is not a URL: ${realm}`,
+        hint: "The registry's auth configuration is wrong.",
+      });
+    }
+    const registryUrl = new URL(this.baseUrl(req.registry));
+    if (registryUrl.protocol === "https:" && url.protocol !== "https:") {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${req.registry} sent a token realm over plain HTTP (${url.origin})`,
+        hint: "Refusing to send credentials in the clear; fix the registry's token realm.",
+      });
+    }
+    if (isPrivateLiteral(url.host) && url.host !== registryUrl.host && !isLoopback(registryUrl.host)) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `SSRF protection: ${req.registry} sent a token realm on a private address (${url.host})`,
+        hint: "The registry's token realm must be public or on the registry's own host.",
+      });
+    }
+    if (service) url.searchParams.set("service", service);
+    for (const s of req.scopes) url.searchParams.append("scope", s);
+    const headers: Record<string, string> = { "user-agent": this.#ua, accept: "application/json" };
+    let method: "GET" | "POST" = "GET";
+    let body: string | undefined;
+    if (cred && "identityToken" in cred) {
+      method = "POST";
+      headers["content-type"] = "application/x-www-form-urlencoded";
+      const form = new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: cred.identityToken,
+        client_id: "polyarch",
+      });
+      if (service) form.set("service", service);
+      form.set("scope", req.scopes.join(" "));
+      body = form.toString();
+      url.search = "";
+    } else if (cred) {
+      headers["authorization"] =
+        `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString("base64")}`;
+    }
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method,
+        headers,
+        ...(body ? { body } : {}),
+        dispatcher: this.#dispatcher,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+    } catch (e) {
+      throw this.#networkError(req.registry, method, url.toString(), e);
+    }
+    const text = await readCapped(res.body, MAX_ERROR_BODY);
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `the token service of ${req.registry} refused ${cred ? "the credentials" : "anonymous access"} for ${req.scopes.join(" ")} (${res.statusCode})`,
+        hint: cred
+          ? `Check the user and password: polyarch login ${req.registry}.`
+          : `This needs credentials: polyarch login ${req.registry}.`,
+        data: { status: res.statusCode, registry: req.registry },
+      });
+    }
+    if (res.statusCode !== 200) {
+      throw registryError(
+        { status: res.statusCode, codes: [], method, url: redactUrl(url.toString()) },
+        `the token service of ${req.registry} answered ${res.statusCode}`,
+        "Try again later; if it persists the registry's auth service is down.",
+      );
+    }
+    let j: { token?: string; access_token?: string; expires_in?: number };
+    try {
+      j = JSON.parse(text) as typeof j;
+    } catch {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `the token service of ${req.registry} sent a body that is not JSON`,
+        hint: "The registry's auth service is misbehaving.",
+      });
+    }
+    const token = j.token ?? j.access_token;
+    if (!token)
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `the token service of ${req.registry} sent no token`,
+        hint: "The registry's auth service is misbehaving.",
+      });
+    const ttl = Math.max(10, j.expires_in ?? 60);
+    return { header: `Bearer ${token}`, expires: Date.now() + (ttl - 5) * 1000 };
+  }
+
+  async #send(req: TransportRequest, authorization: string | undefined): Promise<TransportResponse> {
+    const origin = this.baseUrl(req.registry);
+    let url = /^https?:\/\//.test(req.path) ? req.path : `${origin}${req.path}`;
+    let auth = authorization;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { "user-agent": this.#ua, ...req.headers };
+      if (auth) headers["authorization"] = auth;
+      const body = req.body?.();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, {
+          method: req.method,
+          headers,
+          ...(body ? { body: body instanceof Uint8Array ? body : Readable.from(body) } : {}),
+          dispatcher: this.#dispatcher,
+          ...(req.signal ? { signal: req.signal } : {}),
+        });
+      } catch (e) {
+        throw this.#networkError(req.registry, req.method, url, e);
+      }
+      const location = res.headers["location"];
+      const isRedirect =
+        [301, 302, 303, 307, 308].includes(res.statusCode) && (req.method === "GET" || req.method === "HEAD");
+      if (!isRedirect || typeof location !== "string" || req.expect.includes(res.statusCode)) {
+        return { status: res.statusCode, url, headers: res.headers, body: res.body };
+      }
+      await res.body.dump();
+      if (hop >= 5) {
+        throw registryError(
+          { status: res.statusCode, codes: [], method: req.method, url: redactUrl(url) },
+          `too many redirects from ${req.registry}`,
+          "The registry or its storage is misconfigured.",
+        );
+      }
+      const next = new URL(location, url);
+      if (
+        isPrivateLiteral(next.host) &&
+        !isLoopback(new URL(origin).host) &&
+        next.host !== new URL(origin).host
+      ) {
+        throw new PolyarchError({
+          code: "E_REGISTRY",
+          message: `SSRF protection: ${req.registry} redirected to a private address (${next.host})`,
+          hint: "The registry's storage redirect points inside a private network.",
+        });
+      }
+      // Never carry registry credentials to another host (REG-17): storage URLs are pre-signed.
+      if (next.origin !== new URL(url).origin) auth = undefined;
+      url = next.toString();
+    }
+  }
+
+  #networkError(registry: string, method: string, url: string, e: unknown): PolyarchError {
+    if (
+      e instanceof Error &&
+      (e.name === "AbortError" || (e as NodeJS.ErrnoException).code === "ABORT_ERR")
+    ) {
+      return new PolyarchError({
+        code: "E_ABORTED",
+        message: `${method} ${redactUrl(url)}: aborted`,
+        cause: e,
+      });
+    }
+    const code =
+      (e as NodeJS.ErrnoException).code ??
+      ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code ??
+      "";
+    const why =
+      code === "ENOTFOUND" || code === "EAI_AGAIN"
+        ? `unknown host ${registry.replace(/:\d+$/, "")}`
+        : code === "ECONNREFUSED"
+          ? "connection refused"
+          : (e as Error).message;
+    return new PolyarchError({
+      code: "E_REGISTRY",
+      message: `cannot reach ${registry}: ${why}`,
+      hint:
+        code === "ENOTFOUND"
+          ? "Check the registry name in the reference."
+          : "Check that the registry is up and reachable from here.",
+      cause: e,
+      data: {
+        status: 0,
+        codes: [],
+        method,
+        url: redactUrl(url),
+        network: code,
+      } satisfies RegistryErrorData & { network: string },
+    });
+  }
+
+  async #fail(req: TransportRequest, res: TransportResponse): Promise<never> {
+    const text = req.method === "HEAD" ? "" : await readCapped(res.body, MAX_ERROR_BODY);
+    if (req.method === "HEAD") await res.body.dump();
+    const { codes, message } = parseErrorBody(text);
+    const retryAfter = header(res, "retry-after");
+    const data: RegistryErrorData = {
+      status: res.status,
+      codes,
+      method: req.method,
+      url: redactUrl(res.url),
+    };
+    if (retryAfter !== undefined) {
+      const secs = Number(retryAfter);
+      const ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(retryAfter) - Date.now();
+      if (Number.isFinite(ms) && ms >= 0) data.retryAfterMs = ms;
+    }
+    const what = `${req.method} ${redactUrl(res.url)}`;
+    const detail = message ? ` (${message})` : "";
+    if (res.status === 403) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${req.registry} denied ${req.scopes.join(" ") || "access"}: 403 forbidden${detail}`,
+        hint: "The account lacks permission for this repository; check its access rights.",
+        data,
+      });
+    }
+    if (res.status === 404 && codes.includes("NAME_UNKNOWN")) {
+      throw registryError(
+        data,
+        `repository not found on ${req.registry}${detail}`,
+        "Check the repository name, or push to it first.",
+      );
+    }
+    throw registryError(
+      data,
+      `${what} failed: ${res.status}${codes.length ? ` ${codes.join(", ")}` : ""}${detail}`,
+      isRetryableStatus(res.status, codes)
+        ? "The registry is overloaded or failing; try again later."
+        : "Check the reference and the registry's response above.",
+    );
+  }
+
+  /** Runs an operation with bounded retries on transient failures (never on abort or 4xx). */
+  async retry<T>(what: string, op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const p = this.retryPolicy;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op(attempt);
+      } catch (e) {
+        signal?.throwIfAborted();
+        const data = e instanceof PolyarchError ? e.data : undefined;
+        const status = typeof data?.["status"] === "number" ? data["status"] : undefined;
+        const codes = Array.isArray(data?.["codes"]) ? (data["codes"] as string[]) : [];
+        const retryAfterMs = typeof data?.["retryAfterMs"] === "number" ? data["retryAfterMs"] : undefined;
+        const retryable =
+          (e instanceof PolyarchError &&
+            e.code === "E_REGISTRY" &&
+            status !== undefined &&
+            (status === 0 ? isRetryableNetworkError(e.cause) : isRetryableStatus(status, codes))) ||
+          (!(e instanceof PolyarchError) && isRetryableNetworkError(e));
+        if (!retryable || attempt >= p.attempts) {
+          if (attempt > 1 && e instanceof PolyarchError)
+            throw e.withContext(`${what} (after ${attempt} attempts)`);
+          throw e;
+        }
+        const base = p.delaysMs[Math.min(attempt - 1, p.delaysMs.length - 1)] ?? 1000;
+        const jittered = base * (1 + (Math.random() * 2 - 1) * p.jitter);
+        const wait = retryAfterMs !== undefined ? Math.min(retryAfterMs, p.maxRetryAfterMs) : jittered;
+        await p.sleep(wait, signal);
+      }
+    }
+  }
+}
