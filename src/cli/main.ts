@@ -147,6 +147,70 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     exit = await (await import("./copy.js")).runCopy(src, dst, flags, io, signal, "push");
   });
 
+  const manifest = program.command("manifest").summary("manifest lists by hand, as docker manifest does");
+  type MF = import("./manifest.js").ManifestFlags;
+  manifest
+    .command("create")
+    .summary("create a local manifest list from pushed images (their platforms read from their configs)")
+    .argument("<list>", "registry/repository:tag of the list")
+    .argument("<images...>", "pushed images; an index adds all its platform images")
+    .option("-a, --amend", "add to an existing local list")
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+    .action(async (list: string, images: string[], flags: MF) => {
+      exit = await (await import("./manifest.js")).runManifestCreate(list, images, flags, io, signal);
+    });
+  manifest
+    .command("annotate")
+    .summary("set the platform of one image in a local list")
+    .argument("<list>", "the list")
+    .argument("<image>", "the image as given to create, or its digest")
+    .option("--os <os>", "operating system")
+    .option("--arch <arch>", "architecture")
+    .option("--variant <variant>", "variant, e.g. v7")
+    .option("--os-version <version>", "os.version (Windows)")
+    .option("--os-features <list>", "os.features, comma separated")
+    .action(async (list: string, image: string, flags: MF) => {
+      exit = await (await import("./manifest.js")).runManifestAnnotate(list, image, flags, io);
+    });
+  manifest
+    .command("push")
+    .summary("push a local list: its images into the list's repository first, then the list")
+    .argument("<list>", "the list")
+    .option("--purge", "remove the local list after pushing")
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+    .action(async (list: string, flags: MF) => {
+      exit = await (await import("./manifest.js")).runManifestPush(list, flags, io, signal);
+    });
+  manifest
+    .command("inspect")
+    .summary("print a local list in docker manifest inspect's shape")
+    .argument("<list>", "the list")
+    .action(async (list: string) => {
+      exit = await (await import("./manifest.js")).runManifestInspect(list, io);
+    });
+  manifest
+    .command("rm")
+    .summary("remove a local list")
+    .argument("<list>", "the list")
+    .action(async (list: string) => {
+      exit = await (await import("./manifest.js")).runManifestRm(list, io);
+    });
+
+  program
+    .command("mirror")
+    .summary("copy a list of third-party images, only those whose digest changed")
+    .description(
+      "Mirror every image of a list (seed 002's thirdparty.txt: one `source [destination]` per line, # comments). A line without a destination goes to --to <registry/prefix>/<repository>:<tag>. Unchanged images are `up to date`.",
+    )
+    .option("-f, --file <file>", "the mirror list")
+    .option("--to <prefix>", "registry/prefix for lines without a destination")
+    .option("--dry-run", "say what would be copied, copy nothing")
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+    .option("--json", "print the results as JSON")
+    .action(async (flags: import("./mirror.js").MirrorFlags) => {
+      exit = await (await import("./mirror.js")).runMirror(flags, io, signal);
+    });
+
   program
     .command("login")
     .summary("check and store credentials for a registry (docker's config.json)")

@@ -186,7 +186,8 @@ export class GoBuilder implements Builder {
     // 1. Refuse targets the toolchain lacks before any compile starts (fast).
     await this.#checkPlatforms(signal);
     // 2. Load the package while the compiles run; `go build -o <dir>/` names the binary itself.
-    const pkgP = this.#resolvePackage(signal);
+    // Not tied to `stop`: when a compile fails, the package error (if any) explains it better.
+    const pkgP = this.#resolvePackage(opts.signal);
     pkgP.catch(() => {});
     const tarOpts: TarOptions = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     const created = isoTime(o.sourceDateEpoch);

@@ -1,0 +1,100 @@
+import { readFile } from "node:fs/promises";
+import { parseMirrorList } from "../copy/mirror.js";
+import type { Digest } from "../digest/index.js";
+import { PolyarchError } from "../errors.js";
+import { RegistryPublisher } from "../publish/registry.js";
+import { formatReference } from "../ref/index.js";
+import { registryArtifact } from "../registry/index.js";
+import { type CliIO, humanSize, table } from "./_io.js";
+import { makeClient } from "./_registry.js";
+
+export interface MirrorFlags {
+  file?: string;
+  to?: string;
+  insecure?: string[];
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+/**
+ * Copies every image of the list whose destination digest differs from the source's (all
+ * platforms, digests unchanged) and says `up to date` for the rest. Each image is all or
+ * nothing: its tag moves only after all its children are stored.
+ */
+export async function runMirror(flags: MirrorFlags, io: CliIO, signal?: AbortSignal): Promise<number> {
+  if (!flags.file)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: "mirror needs a list",
+      hint: "Pass -f thirdparty.txt (one `source [destination]` per line).",
+    });
+  let text: string;
+  try {
+    text = await readFile(flags.file, "utf8");
+  } catch (e) {
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `cannot read ${flags.file}`,
+      hint: "Check the path of the mirror list.",
+      cause: e,
+    });
+  }
+  const entries = parseMirrorList(text, flags.file, flags.to);
+  const client = makeClient(io, flags.insecure);
+  const rows = [["SOURCE", "DESTINATION", "RESULT", "DIGEST"]];
+  const results: { source: string; destination: string; result: string; digest: string }[] = [];
+  let failed = 0;
+  try {
+    for (const e of entries) {
+      const s = formatReference(e.source);
+      const d = formatReference(e.destination);
+      let result: string;
+      let digest: Digest | "" = "";
+      try {
+        // HEAD both sides first: an unchanged image costs two requests and no pull quota.
+        const head =
+          (await client.headManifest(e.source, signal)) ?? (await client.getManifest(e.source, signal));
+        digest = head.digest;
+        const have = await client.headManifest(e.destination, signal).catch(() => undefined);
+        if (have?.digest === digest) {
+          result = "up to date";
+        } else if (flags.dryRun) {
+          result = have ? "would update" : "would copy";
+        } else {
+          const source = await registryArtifact(
+            client,
+            { ...e.source, digest: head.digest },
+            undefined,
+            signal,
+          );
+          const repo = { registry: e.destination.registry, repository: e.destination.repository };
+          const mountFrom =
+            e.source.registry === repo.registry && e.source.repository !== repo.repository
+              ? [e.source.repository]
+              : [];
+          const pub = new RegistryPublisher(client, repo, { mountFrom });
+          await pub.publish(source, e.destination.tag ? [e.destination.tag] : [], signal ? { signal } : {});
+          result = `copied (${humanSize(pub.stats.bytesUploaded)} uploaded)`;
+        }
+      } catch (err) {
+        failed++;
+        result = `FAILED: ${(err as Error).message}`;
+      }
+      io.stderr.write(`${s} → ${d}: ${result}\n`);
+      rows.push([s, d, result.startsWith("FAILED") ? "FAILED" : result, digest]);
+      results.push({ source: s, destination: d, result, digest });
+    }
+  } finally {
+    await client.transport.close();
+  }
+  if (flags.json) io.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  else io.stdout.write(`${table(rows)}\n`);
+  if (failed > 0) {
+    throw new PolyarchError({
+      code: "E_REGISTRY",
+      message: `${failed} of ${entries.length} images could not be mirrored`,
+      hint: "See the lines marked FAILED above; a rerun copies only what is still missing.",
+    });
+  }
+  return 0;
+}
