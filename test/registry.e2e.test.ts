@@ -366,3 +366,62 @@ describe("basic auth (htpasswd)", () => {
     assert.match(r.stdout, /linux\/amd64/);
   });
 });
+
+describe("token auth (bearer)", () => {
+  let tokens: import("../src/testing/tokenserver.js").TokenServer;
+  let tokReg: RunningRegistry;
+  before(async () => {
+    const { startTokenServer } = await import("../src/testing/tokenserver.js");
+    const dir = path.join(work, "token");
+    await mkdir(dir, { recursive: true });
+    tokens = await startTokenServer(dir, { robot: "t0ken-secret" });
+    tokReg = await startRegistry({
+      kind: "token",
+      realm: tokens.realm,
+      service: tokens.service,
+      issuer: tokens.issuer,
+      rootCertBundle: tokens.rootCertBundle,
+    });
+  });
+  after(async () => {
+    await tokReg.stop();
+    await tokens.stop();
+  });
+
+  it("anonymous push is refused with the registry and scope named; with login it works in few token requests", async () => {
+    const tokEnv = { ...env(), DOCKER_CONFIG: path.join(work, "docker-token") };
+    const anon = await polyarch(["build", src, "-p", "linux/amd64", "--push", `${tokReg.host}/team/tok:v1`], {
+      env: tokEnv,
+    });
+    assert.equal(anon.code, 1);
+    assert.match(
+      anon.stderr,
+      new RegExp(
+        `${tokReg.host.replace(/\./g, "\\.")} refused the credentials for repository:team/tok:pull,push`,
+      ),
+    );
+    const login = await polyarch(["login", tokReg.host, "-u", "robot", "--password-stdin"], {
+      env: tokEnv,
+      input: "t0ken-secret",
+    });
+    assert.equal(login.code, 0, login.stderr);
+    const before = tokens.requests.length;
+    const push = await polyarch(
+      ["build", src, "-p", "linux/amd64,linux/arm64", "--push", `${tokReg.host}/team/tok:v1`],
+      { env: tokEnv },
+    );
+    assert.equal(push.code, 0, push.stderr);
+    const used = tokens.requests.slice(before);
+    assert.ok(used.length <= 2, `token requests: ${used.length}`);
+    assert.equal(used[0]!.scopes[0], "repository:team/tok:pull,push", "the push scope comes first");
+    assert.ok(used.every((r) => r.user === "robot"));
+    const wrong = await polyarch(["inspect", `${tokReg.host}/team/tok:v1`], {
+      env: { ...env(), DOCKER_CONFIG: path.join(work, "docker-none") },
+    });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /refused the credentials for repository:team\/tok:pull/);
+    const ok = await polyarch(["inspect", `${tokReg.host}/team/tok:v1`], { env: tokEnv });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /linux\/arm64/);
+  });
+});

@@ -140,6 +140,8 @@ export class Transport {
   readonly #dispatcher: Dispatcher;
   readonly #ua: string;
   readonly #auth = new Map<string, CachedAuth>();
+  /** Token fetches in flight, so parallel requests that all meet a 401 share one token. */
+  readonly #pending = new Map<string, Promise<CachedAuth>>();
   readonly #basic = new Set<string>();
 
   constructor(opts: TransportOptions = {}) {
@@ -166,11 +168,29 @@ export class Transport {
     return `${registry} ${[...scopes].sort().join(" ")}`;
   }
 
+  /** A cached authorization valid for these scopes: the same set, or one that grants more (push includes pull). */
+  #cached(registry: string, scopes: string[]): CachedAuth | undefined {
+    const now = Date.now();
+    const exact = this.#auth.get(this.#cacheKey(registry, scopes));
+    if (exact && exact.expires > now) return exact;
+    const grants = (have: string, want: string) => {
+      const [ht, hn, ha] = have.split(":");
+      const [wt, wn, wa] = want.split(":");
+      return ht === wt && hn === wn && (wa ?? "").split(",").every((a) => (ha ?? "").split(",").includes(a));
+    };
+    for (const [key, auth] of this.#auth) {
+      const [reg, ...have] = key.split(" ");
+      if (reg !== registry || auth.expires <= now) continue;
+      if (scopes.every((w) => have.some((h) => grants(h, w)))) return auth;
+    }
+    return undefined;
+  }
+
   /** One request with the auth handshake; no retries (see `retry`). */
   async request(req: TransportRequest): Promise<TransportResponse> {
     const key = this.#cacheKey(req.registry, req.scopes);
-    let auth = this.#auth.get(key);
-    if (auth && auth.expires <= Date.now()) auth = undefined;
+    let auth =
+      this.#cached(req.registry, req.scopes) ?? (await this.#pending.get(key)?.catch(() => undefined));
     if (!auth && this.#basic.has(req.registry)) auth = await this.#basicAuth(req.registry);
     let res = await this.#send(req, auth?.header);
     if (res.status === 401) {
@@ -224,14 +244,21 @@ export class Transport {
         hint: "polyarch speaks Basic and Bearer token auth, as docker does.",
       });
     }
-    const token = await this.#token(
-      req,
-      ch.params["realm"],
-      ch.params["service"],
-      await this.#creds.get(req.registry),
-    );
-    this.#auth.set(this.#cacheKey(req.registry, req.scopes), token);
-    return token;
+    const key = this.#cacheKey(req.registry, req.scopes);
+    const inflight = this.#pending.get(key);
+    if (inflight) return inflight;
+    const realm = ch.params["realm"];
+    const service = ch.params["service"];
+    // Registered before any await, so every concurrent 401 for these scopes shares this fetch.
+    const p = (async () => this.#token(req, realm, service, await this.#creds.get(req.registry)))();
+    this.#pending.set(key, p);
+    try {
+      const token = await p;
+      this.#auth.set(key, token);
+      return token;
+    } finally {
+      this.#pending.delete(key);
+    }
   }
 
   /** The bearer token flow: GET realm?service&scope (basic credentials), or POST a refresh token. */
