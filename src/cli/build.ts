@@ -10,7 +10,10 @@ import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
-import { makeClient } from "./_registry.js";
+import { makeClient, openLocation } from "./_registry.js";
+import { baseImagesFor } from "../image/base.js";
+import type { BaseImage } from "../image/assemble.js";
+import { formatReference } from "../ref/index.js";
 import { parseLocation, parseOutput } from "./_targets.js";
 import { RegistryPublisher } from "../publish/registry.js";
 
@@ -29,6 +32,7 @@ export interface BuildFlags {
   workdir?: string;
   jobs?: string;
   push?: string;
+  base?: string;
   insecure?: string[];
   platformTags?: string;
   json?: boolean;
@@ -105,6 +109,22 @@ export async function runBuild(
     ...(flags.workdir ? { workingDir: flags.workdir } : {}),
   };
 
+  // The base, resolved per platform before any compile: a missing platform fails fast.
+  let base: Map<string, BaseImage> | undefined;
+  let baseLoc: ReturnType<typeof parseLocation> | undefined;
+  const baseClient = flags.base ? makeClient(io, flags.insecure) : undefined;
+  if (flags.base && baseClient) {
+    baseLoc = parseLocation(flags.base);
+    if (baseLoc.kind === "tarball") {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `--base cannot be a tarball (${flags.base})`,
+        hint: "Use a registry reference or oci:<dir>[:tag].",
+      });
+    }
+    const name = baseLoc.kind === "registry" ? formatReference(baseLoc.ref) : flags.base;
+    base = await baseImagesFor(await openLocation(baseLoc, baseClient, signal), platforms, name);
+  }
   const log = (s: string) => {
     if (!flags.quiet) io.stderr.write(`${s}\n`);
   };
@@ -121,6 +141,7 @@ export async function runBuild(
     ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
     ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
     image,
+    ...(base ? { base } : {}),
   });
   const times = new Map<string, number>();
   const onEvent = (e: BuildEvent) => {
@@ -144,7 +165,14 @@ export async function runBuild(
   if (pushLoc?.kind === "registry") {
     const client = makeClient(io, flags.insecure);
     const repo = { registry: pushLoc.ref.registry, repository: pushLoc.ref.repository };
-    const pub = new RegistryPublisher(client, repo);
+    // Base layers on the same registry are mounted from the base's repository, not uploaded.
+    const mountFrom =
+      baseLoc?.kind === "registry" &&
+      baseLoc.ref.registry === repo.registry &&
+      baseLoc.ref.repository !== repo.repository
+        ? [baseLoc.ref.repository]
+        : [];
+    const pub = new RegistryPublisher(client, repo, { mountFrom });
     try {
       const r = await pub.publish(index, tags, opts);
       digest = r.digest;
@@ -185,6 +213,7 @@ export async function runBuild(
     digest = r.digest;
     references.push(...r.references);
   }
+  await baseClient?.transport.close();
   const result = { digest, references };
 
   // 3. Report: references on stdout, a summary on stderr.

@@ -70,6 +70,10 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("--workdir <dir>", "working directory of the entrypoint (default: /)")
     .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
     .option(
+      "--base <ref>",
+      "base image (registry reference or oci:<dir>[:tag]); each platform is built on the base's image for it (default: scratch)",
+    )
+    .option(
       "--push <ref>",
       "push to a registry, e.g. ghcr.io/acme/api:1.2.3 (the tag joins --tag); with --output as well, both get it",
     )

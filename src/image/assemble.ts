@@ -27,8 +27,24 @@ export interface FileLayer extends Descriptor {
   createdBy: string;
 }
 
+/** A layer of a base image: bytes come from wherever the base lives (registry, layout). */
+export interface BaseLayer extends Descriptor {
+  diffId: Digest;
+  open: () => AsyncIterable<Uint8Array>;
+}
+
+/** The base an image is built on (`scratch` when absent). */
+export interface BaseImage {
+  config: ImageConfig;
+  layers: BaseLayer[];
+  /** For org.opencontainers.image.base.name / base.digest. */
+  name?: string;
+  digest?: Digest;
+}
+
 export interface ImageSpec {
   platform: Platform;
+  base?: BaseImage;
   layers: FileLayer[];
   /** RFC 3339 time for config.created and history (from SOURCE_DATE_EPOCH). */
   created: string;
@@ -59,19 +75,34 @@ function normalisePort(p: string): string {
   return `${n}/${m[2] ?? "tcp"}`;
 }
 
+/** Env lists merged by key: later entries replace earlier ones, order of first appearance kept. */
+function mergeEnv(...lists: string[][]): string[] {
+  const out = new Map<string, string>();
+  for (const list of lists)
+    for (const e of list) out.set(e.includes("=") ? e.slice(0, e.indexOf("=")) : e, e);
+  return [...out.values()];
+}
+
 export function assembleImage(spec: ImageSpec): Image {
-  const cfg: ImageConfig["config"] = {};
-  if (spec.user) cfg.User = spec.user;
-  if (spec.exposedPorts?.length) {
+  const baseCfg = spec.base?.config.config ?? {};
+  const cfg: NonNullable<ImageConfig["config"]> = {};
+  const user = spec.user ?? baseCfg.User;
+  if (user) cfg.User = user;
+  const ports = [...Object.keys(baseCfg.ExposedPorts ?? {}), ...(spec.exposedPorts ?? [])];
+  if (ports.length) {
     cfg.ExposedPorts = {};
-    for (const p of [...new Set(spec.exposedPorts.map(normalisePort))].sort()) cfg.ExposedPorts[p] = {};
+    for (const p of [...new Set(ports.map(normalisePort))].sort()) cfg.ExposedPorts[p] = {};
   }
-  cfg.Env = spec.env;
+  cfg.Env = mergeEnv(baseCfg.Env ?? [], spec.env);
   cfg.Entrypoint = spec.entrypoint;
+  // A new entrypoint makes the base's Cmd meaningless (ko and docker do the same).
   if (spec.cmd) cfg.Cmd = spec.cmd;
-  cfg.WorkingDir = spec.workingDir ?? "/";
-  if (spec.labels && Object.keys(spec.labels).length) cfg.Labels = sortedRecord(spec.labels);
+  cfg.WorkingDir = spec.workingDir ?? (baseCfg.WorkingDir || "/");
+  const labels = { ...(baseCfg.Labels ?? {}), ...(spec.labels ?? {}) };
+  if (Object.keys(labels).length) cfg.Labels = sortedRecord(labels);
+  if (baseCfg.StopSignal) cfg.StopSignal = baseCfg.StopSignal;
   const p = platformObject(spec.platform);
+  const baseLayers = spec.base?.layers ?? [];
   const config: ImageConfig = {
     created: spec.created,
     architecture: p.architecture,
@@ -79,12 +110,14 @@ export function assembleImage(spec: ImageSpec): Image {
     ...(p["os.version"] ? { "os.version": p["os.version"] } : {}),
     ...(p.variant ? { variant: p.variant } : {}),
     config: cfg,
-    rootfs: { type: "layers", diff_ids: spec.layers.map((l) => l.diffId) },
-    history: spec.layers.map((l) => ({
-      created: spec.created,
-      created_by: l.createdBy,
-      comment: "polyarch",
-    })),
+    rootfs: {
+      type: "layers",
+      diff_ids: [...baseLayers.map((l) => l.diffId), ...spec.layers.map((l) => l.diffId)],
+    },
+    history: [
+      ...(spec.base?.config.history ?? []),
+      ...spec.layers.map((l) => ({ created: spec.created, created_by: l.createdBy, comment: "polyarch" })),
+    ],
   };
   const rawConfig = serialize(config);
   const configDesc: Descriptor = {
@@ -92,16 +125,30 @@ export function assembleImage(spec: ImageSpec): Image {
     digest: sha256(rawConfig),
     size: rawConfig.byteLength,
   };
+  const annotations: Record<string, string> = { ...(spec.annotations ?? {}) };
+  if (spec.base?.name) annotations[Annotation.BASE_NAME] = spec.base.name;
+  if (spec.base?.digest) annotations[Annotation.BASE_DIGEST] = spec.base.digest;
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
     config: configDesc,
-    layers: spec.layers.map((l) => descriptor({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    layers: [
+      // Docker's gzip layer type names the same bytes as OCI's; the manifest is OCI, so is the type.
+      ...baseLayers.map((l) =>
+        descriptor({
+          mediaType: l.mediaType === MediaType.DOCKER_LAYER_GZIP ? MediaType.OCI_LAYER_GZIP : l.mediaType,
+          digest: l.digest,
+          size: l.size,
+          ...(l.urls ? { urls: l.urls } : {}),
+        }),
+      ),
+      ...spec.layers.map((l) => descriptor({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    ],
   };
-  if (spec.annotations && Object.keys(spec.annotations).length)
-    manifest.annotations = sortedRecord(spec.annotations);
+  if (Object.keys(annotations).length) manifest.annotations = sortedRecord(annotations);
   const rawManifest = serialize(manifest);
   const files = new Map<Digest, FileLayer>(spec.layers.map((l) => [l.digest, l]));
+  const fromBase = new Map<Digest, BaseLayer>(baseLayers.map((l) => [l.digest, l]));
   const readBytes = async (d: Descriptor): Promise<Uint8Array> => {
     if (d.digest === configDesc.digest) return rawConfig;
     throw new PolyarchError({
@@ -123,13 +170,15 @@ export function assembleImage(spec: ImageSpec): Image {
         })();
       }
       const f = files.get(d.digest);
-      if (!f)
-        throw new PolyarchError({
-          code: "E_INTERNAL",
-          message: `blob ${d.digest} is not part of this image`,
-          hint: "This is a bug in polyarch.",
-        });
-      return verifyingStream(createReadStream(f.file, { highWaterMark: 1 << 20 }), d, `layer ${d.digest}`);
+      if (f)
+        return verifyingStream(createReadStream(f.file, { highWaterMark: 1 << 20 }), d, `layer ${d.digest}`);
+      const b = fromBase.get(d.digest);
+      if (b) return b.open();
+      throw new PolyarchError({
+        code: "E_INTERNAL",
+        message: `blob ${d.digest} is not part of this image`,
+        hint: "This is a bug in polyarch.",
+      });
     },
   });
 }

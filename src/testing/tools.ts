@@ -102,7 +102,7 @@ export async function startInChroot(
     await copyFile(qemu, path.join(rootfs, ".qemu"));
     argv = ["/.qemu", ...args];
   }
-  const child = spawn("chroot", [rootfs, ...argv], {
+  const child = spawn("/usr/sbin/chroot", [rootfs, ...argv], {
     env: Object.fromEntries(env.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])),
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -9,7 +9,13 @@ import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises
 import path from "node:path";
 import { type Digest, digestHex, isDigest } from "../../digest/index.js";
 import { PolyarchError } from "../../errors.js";
-import { assembleImage, assembleIndex, type FileLayer, isoTime } from "../../image/assemble.js";
+import {
+  assembleImage,
+  assembleIndex,
+  type BaseImage,
+  type FileLayer,
+  isoTime,
+} from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
 import { diffIdOf, entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
 import { LayerPool } from "../../layer/pool.js";
@@ -49,6 +55,8 @@ export interface GoBuildOptions {
     annotations: Record<string, string>;
     cmd?: string[];
   };
+  /** Base image per platform (formatPlatform key); scratch when absent. */
+  base?: Map<string, BaseImage>;
   exec?: Exec;
 }
 
@@ -297,19 +305,34 @@ export class GoBuilder implements Builder {
     });
     const staticLayer = await staticP;
     const layers = staticLayer && !isWindows ? [staticLayer, binLayer] : [binLayer];
-    const env = isWindows
-      ? [...o.image.env]
-      : ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin", ...o.image.env];
+    const base = o.base?.get(formatPlatform(platform));
+    if (o.base && !base) {
+      throw new PolyarchError({
+        code: "E_INTERNAL",
+        message: `no base image resolved for ${formatPlatform(platform)}`,
+        hint: "This is a bug in polyarch.",
+      });
+    }
+    // scratch has no PATH; a base brings its own, which ours must not replace.
+    const env =
+      isWindows || base
+        ? [...o.image.env]
+        : ["PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/bin:/sbin", ...o.image.env];
     if (staticLayer && !isWindows) env.push(`POLYARCH_DATA_PATH=${DATA_DIR}`, `KO_DATA_PATH=${DATA_DIR}`);
     const image = assembleImage({
       platform,
+      ...(base ? { base } : {}),
       layers,
       created,
       entrypoint: [isWindows ? `C:\\app\\${binName}` : `${APP_DIR}/${binName}`],
       ...(o.image.cmd ? { cmd: o.image.cmd } : {}),
       env,
       ...(o.image.user ? { user: o.image.user } : {}),
-      workingDir: o.image.workingDir ?? (isWindows ? "C:\\" : "/"),
+      ...(o.image.workingDir
+        ? { workingDir: o.image.workingDir }
+        : base
+          ? {}
+          : { workingDir: isWindows ? "C:\\" : "/" }),
       exposedPorts: o.image.exposedPorts,
       labels: o.image.labels,
       annotations: { [Annotation.CREATED]: created, ...o.image.annotations },

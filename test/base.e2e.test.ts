@@ -1,0 +1,183 @@
+/** Building on a base image from a registry (or a layout): per-platform bases, mounts, errors. */
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { assembleImage, assembleIndex, isoTime } from "../src/image/assemble.js";
+import { writeLayer } from "../src/layer/index.js";
+import { layoutArtifact } from "../src/layout/artifact.js";
+import { OciLayout } from "../src/layout/index.js";
+import { parsePlatform } from "../src/platform/index.js";
+import { LayoutPublisher } from "../src/publish/index.js";
+import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
+import {
+  eventually,
+  freePort,
+  httpGet,
+  mustRun,
+  startInChroot,
+  unpackPlatform,
+} from "../src/testing/tools.js";
+import { validateArtifact } from "../src/testing/validate.js";
+import { cleanup, gitExample, polyarch, tempDir } from "./_fixture.js";
+
+let work: string;
+let src: string;
+let reg: RunningRegistry;
+let baseLayout: string;
+const env = () => ({
+  POLYARCH_CACHE_DIR: path.join(work, "cache"),
+  POLYARCH_RETRY_DELAYS_MS: "20,50",
+  DOCKER_CONFIG: path.join(work, "docker"),
+});
+
+/** A small base made here from Debian's CA bundle: one layer, two platforms, its own env and user. */
+async function makeBase(dir: string): Promise<void> {
+  const created = isoTime(1_600_000_000);
+  const layer = await writeLayer(
+    [
+      {
+        type: "file",
+        path: "etc/ssl/certs/ca-certificates.crt",
+        mode: 0o444,
+        source: { file: "/etc/ssl/certs/ca-certificates.crt" },
+      },
+    ],
+    { mtime: 1_600_000_000, uid: 0, gid: 0 },
+    path.join(dir, "..", "base-layer.tgz"),
+  );
+  const images = ["linux/amd64", "linux/arm64"].map((p) =>
+    assembleImage({
+      platform: parsePlatform(p),
+      layers: [{ ...layer, createdBy: "test: CA certificates" }],
+      created,
+      entrypoint: ["/bin/false"],
+      env: ["PATH=/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+      user: "65532:65532",
+      labels: { "org.example.base": "static" },
+    }),
+  );
+  await new LayoutPublisher(dir).publish(await assembleIndex(images), ["1"]);
+}
+
+before(async () => {
+  work = await tempDir("base");
+  src = await gitExample("maintenance-proxy", path.join(work, "src"));
+  reg = await startRegistry();
+  baseLayout = path.join(work, "base-oci");
+  await makeBase(baseLayout);
+  const r = await polyarch(["push", `oci:${baseLayout}:1`, `${reg.host}/base/static:1`], { env: env() });
+  assert.equal(r.code, 0, r.stderr);
+});
+after(async () => {
+  await reg.stop();
+  await cleanup(work);
+});
+
+describe("--base", () => {
+  it("builds each platform on the base's image for it and mounts the base layer instead of uploading it", async () => {
+    const r = await polyarch(
+      [
+        "build",
+        src,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "--base",
+        `${reg.host}/base/static:1`,
+        "--push",
+        `${reg.host}/app/withbase:v1`,
+      ],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /1 mounted/);
+    const cfg = JSON.parse(
+      await mustRun("skopeo", [
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        "--override-arch",
+        "arm64",
+        `docker://${reg.host}/app/withbase:v1`,
+      ]),
+    ) as {
+      config: { Env: string[]; User: string; Entrypoint: string[]; Labels: Record<string, string> };
+      rootfs: { diff_ids: string[] };
+      history: { created_by: string }[];
+    };
+    assert.ok(cfg.config.Env.includes("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"), "base env kept");
+    assert.ok(cfg.config.Env.includes("PATH=/usr/bin:/bin"), "base PATH not replaced");
+    assert.equal(cfg.config.User, "65532:65532", "base user kept");
+    assert.deepEqual(cfg.config.Entrypoint, ["/app/maintenance-proxy"]);
+    assert.equal(cfg.config.Labels["org.example.base"], "static");
+    assert.equal(cfg.rootfs.diff_ids.length, 3);
+    assert.equal(cfg.history[0]!.created_by, "test: CA certificates");
+  });
+
+  it("runs on arm64 from the unpacked image, with the base's files in place", async () => {
+    const dir = await tempDir("base-run");
+    try {
+      await mustRun("skopeo", [
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        `docker://${reg.host}/app/withbase:v1`,
+        `oci:${path.join(dir, "l")}:v1`,
+      ]);
+      const p = parsePlatform("linux/arm64");
+      const { rootfs, args, env: e } = await unpackPlatform(`oci:${path.join(dir, "l")}:v1`, p, dir);
+      assert.equal(
+        await readFile(path.join(rootfs, "etc/ssl/certs/ca-certificates.crt"), "utf8"),
+        await readFile("/etc/ssl/certs/ca-certificates.crt", "utf8"),
+      );
+      const port = await freePort();
+      const { child } = await startInChroot(rootfs, p, [...args, `-port=${port}`], e);
+      try {
+        const res = await eventually(() => httpGet(`http://127.0.0.1:${port}/healthz`), 20_000);
+        assert.equal(res.status, 200);
+      } finally {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+    } finally {
+      await cleanup(dir);
+    }
+  });
+
+  it("refuses a platform the base lacks, naming the ones it has, before compiling", async () => {
+    const r = await polyarch(
+      [
+        "build",
+        src,
+        "-p",
+        "linux/amd64,linux/arm/v7",
+        "--base",
+        `${reg.host}/base/static:1`,
+        "--push",
+        `${reg.host}/app/withbase:v2`,
+      ],
+      { env: env() },
+    );
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /base .*base\/static:1 has no linux\/arm\/v7 image\n {2}hint: It has: linux\/amd64, linux\/arm64\./,
+    );
+    assert.doesNotMatch(r.stderr, /compiled/);
+  });
+
+  it("builds on a base from an OCI layout into a complete layout", async () => {
+    const out = path.join(work, "out");
+    const r = await polyarch(
+      ["build", src, "-p", "linux/amd64", "--base", `oci:${baseLayout}:1`, "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const layout = await OciLayout.open(out);
+    await validateArtifact(await layoutArtifact(layout, await layout.resolve("latest")));
+    const cfg = JSON.parse(await mustRun("skopeo", ["inspect", "--config", `oci:${out}:latest`])) as {
+      config: { User: string };
+    };
+    assert.equal(cfg.config.User, "65532:65532");
+  });
+});
