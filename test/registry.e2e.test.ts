@@ -200,7 +200,7 @@ describe("faults between polyarch and the registry", () => {
     const proxy = await startProxy(reg.host);
     try {
       proxy.faults.push(
-        { method: "PATCH", path: /\/blobs\/uploads\//, times: 1, kind: "reset" },
+        { method: "PUT", path: /\/blobs\/uploads\//, times: 1, kind: "reset" },
         { method: "PUT", path: /\/blobs\/uploads\//, times: 1, kind: "500" },
         { method: "PUT", path: /\/manifests\/sha256:/, times: 1, kind: "429", retryAfter: 0 },
         { method: "HEAD", path: /\/blobs\//, times: 2, kind: "reset" },

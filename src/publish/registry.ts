@@ -84,7 +84,8 @@ export class RegistryPublisher implements Publisher {
   ): Promise<PublishResult> {
     const target = `${this.repo.registry}/${this.repo.repository}`;
     try {
-      await writeArtifact(this.sink(opts.signal), artifact);
+      // As many blobs in flight as containers/image copies layers (6): registries are latency-bound.
+      await writeArtifact(this.sink(opts.signal), artifact, 6);
       const desc = await artifact.descriptor();
       const raw = await artifact.rawManifest();
       // Tags move last, each to the same bytes, so every tag names the same digest.

@@ -321,8 +321,8 @@ export class RegistryClient {
    * 1. HEAD: present → done.
    * 2. POST, with `mount`/`from` when a source repository may hold it: 201 → mounted; 202 → a session.
    *    A mount that fails is tried once more without mount.
-   * 3. PATCH the bytes to the session (one streamed request, or chunks with Content-Range).
-   * 4. PUT `?digest=` to commit. The whole sequence is one retried operation; `open` is called
+   * 3. PUT `?digest=` with the bytes streamed in the body (monolithic), or, with `chunkSize`,
+   *    PATCH chunks with Content-Range and then an empty committing PUT. The whole sequence is one retried operation; `open` is called
    *    again for each attempt, so nothing is buffered beyond one chunk.
    */
   async uploadBlob(
@@ -402,6 +402,8 @@ export class RegistryClient {
             opts.onProgress?.(offset);
           }
         } else {
+          // Monolithic: the bytes go in the committing PUT itself (one request fewer than
+          // PATCH + PUT). The registry hashes them too and refuses a mismatch (DIGEST_INVALID).
           let sent = 0;
           const counted = async function* () {
             for await (const c of open()) {
@@ -411,26 +413,23 @@ export class RegistryClient {
               yield c;
             }
           };
+          const url = new URL(location);
+          url.searchParams.set("digest", desc.digest);
           const res = await this.transport.request({
-            method: "PATCH",
+            method: "PUT",
             registry: repo.registry,
-            path: location,
+            path: url.toString(),
             headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
             body: counted,
             scopes,
-            expect: [202, 204],
+            expect: [200, 201, 202, 204],
             ...(signal ? { signal } : {}),
           });
           await res.body.dump();
-          location = this.#location(res, location);
+          this.#checkRead(desc, d);
+          return "uploaded";
         }
-        if (d.size !== desc.size || d.digest() !== desc.digest) {
-          throw new PolyarchError({
-            code: "E_DIGEST",
-            message: `blob ${desc.digest} read as ${d.digest()} (${d.size} bytes) while uploading`,
-            hint: "The source changed or is corrupt; nothing was committed.",
-          });
-        }
+        this.#checkRead(desc, d);
         const url = new URL(location);
         url.searchParams.set("digest", desc.digest);
         const res = await this.transport.request({
@@ -447,6 +446,16 @@ export class RegistryClient {
       },
       signal,
     );
+  }
+
+  #checkRead(desc: Pick<Descriptor, "digest" | "size">, d: Digester): void {
+    if (d.size !== desc.size || d.digest() !== desc.digest) {
+      throw new PolyarchError({
+        code: "E_DIGEST",
+        message: `blob ${desc.digest} read as ${d.digest()} (${d.size} bytes) while uploading`,
+        hint: "The source changed or is corrupt; nothing was committed.",
+      });
+    }
   }
 
   async #headBlobOnce(

@@ -1,5 +1,5 @@
 /**
- * HTTP to registries: connection reuse (undici Agent), the auth handshake, manual redirects,
+ * HTTP to registries: connection reuse (keep-alive agents, _http.ts), the auth handshake, manual redirects,
  * capped error bodies, and retries at the level of whole operations.
  *
  * The handshake, per request:
@@ -15,8 +15,7 @@
  * then ≈3 s (±10 %), or `Retry-After` when given (up to 60 s). Requests inside an operation are
  * never retried on their own, so retries do not multiply. An abort is never retried.
  */
-import { Readable } from "node:stream";
-import { Agent, type Dispatcher, request } from "undici";
+import { HttpClient, type HttpResponse, type ResponseBody } from "./_http.js";
 import { PolyarchError } from "../errors.js";
 import { parseChallenge } from "./_challenge.js";
 import { anonymous, type Credential, type CredentialStore } from "./credentials.js";
@@ -62,7 +61,7 @@ export interface TransportOptions {
   /** Registries (host[:port]) that may be reached over plain HTTP besides localhost. */
   insecure?: readonly string[];
   retry?: Partial<RetryPolicy>;
-  dispatcher?: Dispatcher;
+  http?: HttpClient;
   userAgent?: string;
 }
 
@@ -87,7 +86,7 @@ export interface TransportResponse {
   status: number;
   url: string;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData["body"];
+  body: ResponseBody;
 }
 
 interface CachedAuth {
@@ -119,7 +118,7 @@ function isPrivateLiteral(host: string): boolean {
   );
 }
 
-async function readCapped(body: Dispatcher.ResponseData["body"], limit: number): Promise<string> {
+async function readCapped(body: ResponseBody, limit: number): Promise<string> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of body as AsyncIterable<Buffer>) {
@@ -137,7 +136,7 @@ export class Transport {
   readonly #creds: CredentialStore;
   readonly #insecure: Set<string>;
   readonly retryPolicy: RetryPolicy;
-  readonly #dispatcher: Dispatcher;
+  readonly #http: HttpClient;
   readonly #ua: string;
   readonly #auth = new Map<string, CachedAuth>();
   /** Token fetches in flight, so parallel requests that all meet a 401 share one token. */
@@ -148,9 +147,7 @@ export class Transport {
     this.#creds = opts.credentials ?? anonymous;
     this.#insecure = new Set(opts.insecure ?? []);
     this.retryPolicy = { ...DEFAULT_RETRY, ...opts.retry };
-    this.#dispatcher =
-      opts.dispatcher ??
-      new Agent({ connections: 16, keepAliveTimeout: 30_000, headersTimeout: 60_000, bodyTimeout: 60_000 });
+    this.#http = opts.http ?? new HttpClient();
     this.#ua = opts.userAgent ?? "polyarch";
   }
 
@@ -161,7 +158,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher.close();
+    this.#http.close();
   }
 
   #cacheKey(registry: string, scopes: string[]): string {
@@ -314,13 +311,12 @@ export class Transport {
       headers["authorization"] =
         `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString("base64")}`;
     }
-    let res: Dispatcher.ResponseData;
+    let res: HttpResponse;
     try {
-      res = await request(url, {
+      res = await this.#http.request(url, {
         method,
         headers,
-        ...(body ? { body } : {}),
-        dispatcher: this.#dispatcher,
+        ...(body ? { body: Buffer.from(body) } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
       });
     } catch (e) {
@@ -373,13 +369,12 @@ export class Transport {
       const headers: Record<string, string> = { "user-agent": this.#ua, ...req.headers };
       if (auth) headers["authorization"] = auth;
       const body = req.body?.();
-      let res: Dispatcher.ResponseData;
+      let res: HttpResponse;
       try {
-        res = await request(url, {
+        res = await this.#http.request(url, {
           method: req.method,
           headers,
-          ...(body ? { body: body instanceof Uint8Array ? body : Readable.from(body) } : {}),
-          dispatcher: this.#dispatcher,
+          ...(body ? { body } : {}),
           ...(req.signal ? { signal: req.signal } : {}),
         });
       } catch (e) {
