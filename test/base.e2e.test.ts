@@ -10,14 +10,7 @@ import { OciLayout } from "../src/layout/index.js";
 import { parsePlatform } from "../src/platform/index.js";
 import { LayoutPublisher } from "../src/publish/index.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
-import {
-  eventually,
-  freePort,
-  httpGet,
-  mustRun,
-  startInChroot,
-  unpackPlatform,
-} from "../src/testing/tools.js";
+import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
 import { validateArtifact } from "../src/testing/validate.js";
 import { cleanup, gitExample, polyarch, tempDir } from "./_fixture.js";
 
@@ -124,21 +117,20 @@ describe("--base", () => {
         `docker://${reg.host}/app/withbase:v1`,
         `oci:${path.join(dir, "l")}:v1`,
       ]);
-      const p = parsePlatform("linux/arm64");
-      const { rootfs, args, env: e } = await unpackPlatform(`oci:${path.join(dir, "l")}:v1`, p, dir);
-      assert.equal(
-        await readFile(path.join(rootfs, "etc/ssl/certs/ca-certificates.crt"), "utf8"),
-        await readFile("/etc/ssl/certs/ca-certificates.crt", "utf8"),
+      await runUnpacked(
+        `oci:${path.join(dir, "l")}:v1`,
+        parsePlatform("linux/arm64"),
+        dir,
+        { extraArgs: (port) => [`-port=${port}`] },
+        async (base, { rootfs }) => {
+          assert.equal(
+            await readFile(path.join(rootfs, "etc/ssl/certs/ca-certificates.crt"), "utf8"),
+            await readFile("/etc/ssl/certs/ca-certificates.crt", "utf8"),
+          );
+          const res = await eventually(() => httpGet(`${base}/healthz`), 20_000);
+          assert.equal(res.status, 200);
+        },
       );
-      const port = await freePort();
-      const { child } = await startInChroot(rootfs, p, [...args, `-port=${port}`], e);
-      try {
-        const res = await eventually(() => httpGet(`http://127.0.0.1:${port}/healthz`), 20_000);
-        assert.equal(res.status, 200);
-      } finally {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
     } finally {
       await cleanup(dir);
     }

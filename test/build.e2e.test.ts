@@ -15,6 +15,7 @@ import {
   freePort,
   httpGet,
   mustRun,
+  runUnpacked,
   startInChroot,
   unpackPlatform,
 } from "../src/testing/tools.js";
@@ -265,18 +266,17 @@ describe("outputs and inspect", () => {
     assert.equal(r.code, 0, r.stderr);
     const dir = await tempDir("hello-run");
     try {
-      const p = parsePlatform("linux/arm64");
-      const { rootfs, args, env } = await unpackPlatform(`oci:${out}:latest`, p, dir);
-      const port = await freePort();
-      const { child } = await startInChroot(rootfs, p, args, [...env, `PORT=${port}`]);
-      try {
-        const res = await eventually(() => httpGet(`http://127.0.0.1:${port}/hello`), 20_000);
-        assert.equal(res.status, 200);
-        assert.equal(res.body, "hello\n");
-      } finally {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
+      await runUnpacked(
+        `oci:${out}:latest`,
+        parsePlatform("linux/arm64"),
+        dir,
+        { extraEnv: (port) => [`PORT=${port}`] },
+        async (base) => {
+          const res = await eventually(() => httpGet(`${base}/hello`), 20_000);
+          assert.equal(res.status, 200);
+          assert.equal(res.body, "hello\n");
+        },
+      );
     } finally {
       await cleanup(dir);
     }

@@ -1,8 +1,7 @@
 import { PolyarchError } from "../errors.js";
 import type { Artifact, Image, Index } from "../image/index.js";
-import { compressedSize } from "../image/index.js";
-import { isIndexMediaType } from "../manifest/index.js";
-import { formatPlatform, parsePlatform, platformMatches } from "../platform/index.js";
+import { compressedSize, findPlatform } from "../image/index.js";
+import { formatPlatform, parsePlatform } from "../platform/index.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { makeClient, openLocation } from "./_registry.js";
 import { parseLocation } from "./_targets.js";
@@ -65,11 +64,8 @@ async function show(top: Artifact, refArg: string, flags: InspectFlags, io: CliI
         hint: "Leave out --platform.",
       });
     const m = await top.manifest();
-    const hit = m.manifests.find(
-      (d) => d.platform && !isIndexMediaType(d.mediaType) && platformMatches(want, d.platform),
-    );
+    const { hit, have } = findPlatform(m.manifests, want);
     if (!hit) {
-      const have = m.manifests.filter((d) => d.platform).map((d) => formatPlatform(d.platform!));
       throw new PolyarchError({
         code: "E_NOT_FOUND",
         message: `${refArg} has no ${formatPlatform(want)} image`,

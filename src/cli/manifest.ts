@@ -2,7 +2,7 @@ import { ManifestListStore, listDocument, resolveEntries } from "../copy/manifes
 import { PolyarchError } from "../errors.js";
 import { parsePlatform } from "../platform/index.js";
 import { RegistryPublisher } from "../publish/registry.js";
-import { formatReference, parseReference } from "../ref/index.js";
+import { formatReference, parseReference, type Reference } from "../ref/index.js";
 import { registryArtifact } from "../registry/index.js";
 import type { CliIO } from "./_io.js";
 import { makeClient } from "./_registry.js";
@@ -21,6 +21,18 @@ export interface ManifestFlags {
 
 function store(io: CliIO): ManifestListStore {
   return new ManifestListStore(`${resolveCacheDir(io.env)}/manifest-lists`);
+}
+
+async function requireList(st: ManifestListStore, ref: Reference) {
+  const l = await st.read(ref);
+  if (!l) {
+    throw new PolyarchError({
+      code: "E_NOT_FOUND",
+      message: `no local manifest list ${formatReference(ref)}`,
+      hint: "Create it first: polyarch manifest create <list> <image>…",
+    });
+  }
+  return l;
 }
 
 function listRef(s: string) {
@@ -78,13 +90,7 @@ export async function runManifestAnnotate(
 ): Promise<number> {
   const ref = listRef(list);
   const st = store(io);
-  const l = await st.read(ref);
-  if (!l)
-    throw new PolyarchError({
-      code: "E_NOT_FOUND",
-      message: `no local manifest list ${formatReference(ref)}`,
-      hint: "Create it first: polyarch manifest create <list> <image>…",
-    });
+  const l = await requireList(st, ref);
   const targets = l.entries.filter(
     (e) =>
       e.image === image ||
@@ -131,13 +137,7 @@ export async function runManifestPush(
 ): Promise<number> {
   const ref = listRef(list);
   const st = store(io);
-  const l = await st.read(ref);
-  if (!l)
-    throw new PolyarchError({
-      code: "E_NOT_FOUND",
-      message: `no local manifest list ${formatReference(ref)}`,
-      hint: "Create it first: polyarch manifest create <list> <image>…",
-    });
+  const l = await requireList(st, ref);
   const doc = listDocument(l);
   const client = makeClient(io, flags.insecure);
   const repo = { registry: ref.registry, repository: ref.repository };

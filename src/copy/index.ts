@@ -6,8 +6,8 @@
  */
 import type { Descriptor } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
-import { type Artifact, indexFromCore } from "../image/index.js";
-import { descriptor, type ImageIndex, isIndexMediaType, MediaType, serialize } from "../manifest/index.js";
+import { type Artifact, findPlatform, imagePlatform, indexFromCore } from "../image/index.js";
+import { descriptor, type ImageIndex, MediaType, serialize } from "../manifest/index.js";
 import { formatPlatform, type Platform, platformMatches } from "../platform/index.js";
 
 /** Selects platforms of an index; a single platform gives the image, several a new index. */
@@ -18,12 +18,7 @@ export async function selectPlatforms(
 ): Promise<Artifact> {
   if (source.kind !== "index") {
     if (platforms.length === 0) return source;
-    const cfg = await source.config();
-    const have: Platform = {
-      os: cfg.os,
-      architecture: cfg.architecture,
-      ...(cfg.variant ? { variant: cfg.variant } : {}),
-    };
+    const have = await imagePlatform(source);
     for (const p of platforms) {
       if (!platformMatches(p, have)) {
         throw new PolyarchError({
@@ -39,11 +34,8 @@ export async function selectPlatforms(
   const m = await source.manifest();
   const chosen: Descriptor[] = [];
   for (const p of platforms) {
-    const hit = m.manifests.find(
-      (d) => d.platform && !isIndexMediaType(d.mediaType) && platformMatches(p, d.platform),
-    );
+    const { hit, have } = findPlatform(m.manifests, p);
     if (!hit) {
-      const have = m.manifests.filter((d) => d.platform).map((d) => formatPlatform(d.platform!));
       throw new PolyarchError({
         code: "E_PLATFORM",
         message: `${what} has no ${formatPlatform(p)} image`,

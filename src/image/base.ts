@@ -1,8 +1,8 @@
 import { PolyarchError } from "../errors.js";
-import { isIndexMediaType, isLayerMediaType } from "../manifest/index.js";
+import { isLayerMediaType } from "../manifest/index.js";
 import { formatPlatform, type Platform, platformMatches } from "../platform/index.js";
 import type { BaseImage } from "./assemble.js";
-import type { Artifact, Image } from "./index.js";
+import { type Artifact, findPlatform, type Image, imagePlatform } from "./index.js";
 
 /** A base image's layers and config, ready to build on; media types polyarch cannot extend are refused. */
 export async function baseFromImage(image: Image, name?: string): Promise<BaseImage> {
@@ -41,12 +41,7 @@ export async function baseImagesFor(
 ): Promise<Map<string, BaseImage>> {
   const out = new Map<string, BaseImage>();
   if (base.kind === "image") {
-    const cfg = await base.config();
-    const have: Platform = {
-      os: cfg.os,
-      architecture: cfg.architecture,
-      ...(cfg.variant ? { variant: cfg.variant } : {}),
-    };
+    const have = await imagePlatform(base);
     for (const p of platforms) {
       if (!platformMatches(p, have)) {
         throw new PolyarchError({
@@ -60,16 +55,13 @@ export async function baseImagesFor(
     return out;
   }
   const m = await base.manifest();
-  const candidates = m.manifests.filter(
-    (d) => d.platform && !isIndexMediaType(d.mediaType) && d.platform.os !== "unknown",
-  );
   for (const p of platforms) {
-    const hit = candidates.find((d) => platformMatches(p, d.platform!));
+    const { hit, have } = findPlatform(m.manifests, p);
     if (!hit) {
       throw new PolyarchError({
         code: "E_PLATFORM",
         message: `base ${name} has no ${formatPlatform(p)} image`,
-        hint: `It has: ${candidates.map((d) => formatPlatform(d.platform!)).join(", ") || "(no platforms)"}. Drop ${formatPlatform(p)} or choose another base.`,
+        hint: `It has: ${have.join(", ") || "(no platforms)"}. Drop ${formatPlatform(p)} or choose another base.`,
       });
     }
     const child = await base.child(hit);

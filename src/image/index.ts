@@ -14,7 +14,7 @@ import {
   parseConfig,
   parseManifest,
 } from "../manifest/index.js";
-import type { Platform } from "../platform/index.js";
+import { formatPlatform, type Platform, platformMatches } from "../platform/index.js";
 
 export interface Image {
   readonly kind: "image";
@@ -126,3 +126,26 @@ export async function compressedSize(image: Image): Promise<number> {
 }
 
 export type { Digest };
+
+/** The platform an image's config declares. */
+export async function imagePlatform(image: Image): Promise<Platform> {
+  const cfg = await image.config();
+  return { os: cfg.os, architecture: cfg.architecture, ...(cfg.variant ? { variant: cfg.variant } : {}) };
+}
+
+/**
+ * The index entry for a platform (images only; attestation entries with os "unknown" are
+ * skipped), and the platforms the index has, for an error that names them.
+ */
+export function findPlatform(
+  manifests: readonly Descriptor[],
+  want: Platform,
+): { hit: Descriptor | undefined; have: string[] } {
+  const candidates = manifests.filter(
+    (d) => d.platform && !isIndexMediaType(d.mediaType) && d.platform.os !== "unknown",
+  );
+  return {
+    hit: candidates.find((d) => platformMatches(want, d.platform!)),
+    have: candidates.map((d) => formatPlatform(d.platform!)),
+  };
+}

@@ -131,3 +131,33 @@ export async function eventually<T>(fn: () => Promise<T>, ms: number): Promise<T
   }
   throw last;
 }
+
+/**
+ * Unpacks one platform of an image (skopeo + umoci), starts its entrypoint under chroot
+ * (qemu-user when needed) with `extraArgs`/`extraEnv`, lets `probe` talk to it, then stops it
+ * with SIGTERM and returns its output.
+ */
+export async function runUnpacked(
+  layoutRef: string,
+  p: Platform,
+  work: string,
+  opts: { extraArgs?: (port: number) => string[]; extraEnv?: (port: number) => string[] },
+  probe: (base: string, ctx: { rootfs: string; args: string[]; output: () => string }) => Promise<void>,
+): Promise<string> {
+  const { rootfs, args, env } = await unpackPlatform(layoutRef, p, work);
+  const port = await freePort();
+  const { child, output } = await startInChroot(
+    rootfs,
+    p,
+    [...args, ...(opts.extraArgs?.(port) ?? [])],
+    [...env, ...(opts.extraEnv?.(port) ?? [])],
+  );
+  const exited = new Promise((r) => child.once("exit", r));
+  try {
+    await probe(`http://127.0.0.1:${port}`, { rootfs, args, output });
+  } finally {
+    child.kill("SIGTERM");
+    await exited;
+  }
+  return output();
+}
