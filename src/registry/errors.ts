@@ -16,10 +16,7 @@ export const MAX_ERROR_BODY = 64 * 1024;
 export function redactUrl(u: string): string {
   try {
     const url = new URL(u);
-    url.username = "";
-    url.password = "";
-    url.search = url.search ? "?…" : "";
-    return url.toString();
+    return `${url.origin}${url.pathname}${url.search ? "?…" : ""}`;
   } catch {
     return u.replace(/\?.*$/, "?…");
   }
