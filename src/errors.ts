@@ -23,6 +23,8 @@ export type ErrorCode =
   | "E_TAR"
   | "E_ABORTED"
   | "E_REGISTRY"
+  | "E_GIT"
+  | "E_CONFIG"
   | "E_AUTH"
   | "E_INTERNAL";
 

@@ -11,6 +11,7 @@ const LEVEL: Record<string, number> = {
   ref: 1,
   platform: 1,
   digest: 1,
+  git: 1,
   manifest: 2,
   image: 3,
   layer: 3,

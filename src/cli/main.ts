@@ -200,6 +200,33 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       exit = await (await import("./manifest.js")).runManifestRm(list, io);
     });
 
+  type CF = import("../config/index.js").ConfigFlags & { json?: boolean };
+  const configOptions = (c: Command) =>
+    c
+      .option("--env <name>", "environment from polyarch.yaml (also POLYARCH_ENV)")
+      .option("--registry <host>", "destination registry (also REGISTRY)")
+      .option("--repository <path>", "destination repository prefix (also REPOSITORY)")
+      .option("-p, --platform <list>", "platforms (also PLATFORMS)", collect)
+      .option("-c, --config <file>", "the config file (default: polyarch.yaml)")
+      .option("--json", "print JSON");
+  configOptions(
+    program.command("config").summary("show the resolved configuration and where each value came from"),
+  ).action(async (flags: CF) => {
+    exit = await (await import("./config.js")).runConfig(flags, io);
+  });
+  configOptions(
+    program.command("tags").summary("print the tags the tag rules give for this checkout"),
+  ).action(async (flags: CF) => {
+    exit = await (await import("./config.js")).runTags(flags, io);
+  });
+  program
+    .command("init")
+    .summary("write a commented polyarch.yaml for the Go main packages of this repository")
+    .option("--force", "overwrite an existing polyarch.yaml")
+    .action(async (flags: { force?: boolean }) => {
+      exit = await (await import("./config.js")).runInit(flags, io);
+    });
+
   program
     .command("mirror")
     .summary("copy a list of third-party images, only those whose digest changed")

@@ -1,0 +1,318 @@
+/**
+ * polyarch.yaml: its model and its validation. Errors name the file, line and key:
+ *   polyarch.yaml:7: images[0]: unknown key "platfroms" (did you mean "platforms"?)
+ */
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { PolyarchError } from "../errors.js";
+import type { TagRule } from "../tags/index.js";
+
+export interface ImageConfigFile {
+  name: string;
+  dir: string;
+  main: string;
+  builder: "go";
+  base?: string;
+  platforms?: string[];
+  user?: string;
+  ports: string[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  ldflags?: string;
+}
+
+export interface EnvironmentConfig {
+  registry?: string;
+  repository?: string;
+}
+
+export interface PolyarchFile {
+  file: string;
+  images: ImageConfigFile[];
+  platforms?: string[];
+  destination: { registry?: string; repository?: string };
+  tags?: TagRule[];
+  platformTags?: "arch" | "os-arch";
+  environments: Record<string, EnvironmentConfig>;
+  defaultEnvironment?: string;
+  mirror?: { to?: string; images: string[] };
+  test?: string;
+  lint?: string;
+}
+
+type Path = (string | number)[];
+
+class Located extends Error {
+  constructor(
+    readonly path: Path,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function showPath(p: Path): string {
+  return p.map((x, i) => (typeof x === "number" ? `[${x}]` : i === 0 ? x : `.${x}`)).join("");
+}
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i]![j] = Math.min(
+        d[i - 1]![j]! + 1,
+        d[i]![j - 1]! + 1,
+        d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+  return d[a.length]![b.length]!;
+}
+
+function obj(v: unknown, p: Path, allowed: readonly string[]): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    throw new Located(p, "expected a mapping (key: value)");
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) {
+      const near = allowed.map((a) => ({ a, d: distance(k, a) })).sort((x, y) => x.d - y.d)[0];
+      throw new Located(
+        [...p, k],
+        `unknown key "${k}"${near && near.d <= 2 ? ` (did you mean "${near.a}"?)` : ""}; allowed: ${allowed.join(", ")}`,
+      );
+    }
+  }
+  return o;
+}
+function str(v: unknown, p: Path): string {
+  if (typeof v === "number") return String(v);
+  if (typeof v !== "string" || v === "") throw new Located(p, "expected a non-empty string");
+  return v;
+}
+function optStr(v: unknown, p: Path): string | undefined {
+  return v === undefined || v === null ? undefined : str(v, p);
+}
+function strList(v: unknown, p: Path): string[] {
+  if (typeof v === "string") return v.split(/[,\s]+/).filter(Boolean);
+  if (!Array.isArray(v)) throw new Located(p, "expected a list");
+  return v.map((x, i) => str(x, [...p, i]));
+}
+function strMap(v: unknown, p: Path): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  const o = obj(v, p, Object.keys(v));
+  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, str(x, [...p, k])]));
+}
+
+const RULES = ["commit", "commit-short", "latest", "branch", "semver", "raw"] as const;
+
+function tagRule(v: unknown, p: Path): TagRule {
+  if (typeof v === "string") {
+    if (!(RULES as readonly string[]).includes(v))
+      throw new Located(p, `unknown tag rule "${v}"; rules: ${RULES.join(", ")}`);
+    if (v === "raw") throw new Located(p, 'tag rule raw needs a value: "raw: stable"');
+    return { type: v } as TagRule;
+  }
+  const o = obj(v, p, RULES);
+  const keys = Object.keys(o);
+  if (keys.length !== 1)
+    throw new Located(p, "a tag rule is one of: semver, commit, commit-short, latest, branch, raw");
+  const type = keys[0] as (typeof RULES)[number];
+  const body = o[type];
+  const q = [...p, type];
+  if (type === "raw") {
+    if (typeof body === "string") return { type, value: body };
+    const b = obj(body, q, ["value", "prefix", "suffix"]);
+    return { type, value: str(b["value"], [...q, "value"]), ...affix(b, q) };
+  }
+  if (body === null || body === undefined) return { type };
+  if (type === "commit-short" && typeof body === "number") return { type, length: body };
+  const allowed =
+    type === "commit-short"
+      ? ["length", "prefix", "suffix"]
+      : type === "latest"
+        ? ["always", "prefix", "suffix"]
+        : ["prefix", "suffix"];
+  const b = obj(body, q, allowed);
+  if (type === "commit-short") {
+    const length = b["length"];
+    if (
+      length !== undefined &&
+      (typeof length !== "number" || !Number.isInteger(length) || length < 4 || length > 40)
+    )
+      throw new Located([...q, "length"], "expected a whole number from 4 to 40");
+    return { type, ...(length !== undefined ? { length: length } : {}), ...affix(b, q) };
+  }
+  if (type === "latest") {
+    const always = b["always"];
+    if (always !== undefined && typeof always !== "boolean")
+      throw new Located([...q, "always"], "expected true or false");
+    return { type, ...(always !== undefined ? { always: always } : {}), ...affix(b, q) };
+  }
+  return { type, ...affix(b, q) };
+}
+function affix(b: Record<string, unknown>, q: Path): { prefix?: string; suffix?: string } {
+  const prefix = optStr(b["prefix"], [...q, "prefix"]);
+  const suffix = optStr(b["suffix"], [...q, "suffix"]);
+  return { ...(prefix ? { prefix } : {}), ...(suffix ? { suffix } : {}) };
+}
+
+function image(v: unknown, p: Path): ImageConfigFile {
+  const o = obj(v, p, [
+    "name",
+    "dir",
+    "workDir",
+    "main",
+    "builder",
+    "base",
+    "platforms",
+    "user",
+    "ports",
+    "env",
+    "labels",
+    "ldflags",
+  ]);
+  const builder = o["builder"] ?? "go";
+  if (builder !== "go")
+    throw new Located([...p, "builder"], `unknown builder ${JSON.stringify(builder)}; builders: go`);
+  const dir = optStr(o["dir"], [...p, "dir"]) ?? optStr(o["workDir"], [...p, "workDir"]) ?? ".";
+  const name =
+    optStr(o["name"], [...p, "name"]) ?? (dir === "." ? undefined : dir.split("/").filter(Boolean).pop());
+  if (!name) throw new Located(p, "an image needs a name (or a dir to take it from)");
+  if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(name))
+    throw new Located(
+      [...p, "name"],
+      `"${name}" is not a valid repository name (lowercase letters, digits, . _ -)`,
+    );
+  const out: ImageConfigFile = {
+    name,
+    dir,
+    main: optStr(o["main"], [...p, "main"]) ?? ".",
+    builder: "go",
+    ports: o["ports"] === undefined ? [] : strList(o["ports"], [...p, "ports"]),
+    env: strMap(o["env"], [...p, "env"]),
+    labels: strMap(o["labels"], [...p, "labels"]),
+  };
+  const base = optStr(o["base"], [...p, "base"]);
+  if (base && base !== "scratch") out.base = base;
+  if (o["platforms"] !== undefined) out.platforms = strList(o["platforms"], [...p, "platforms"]);
+  const user = optStr(o["user"], [...p, "user"]);
+  if (user) out.user = user;
+  const ldflags = optStr(o["ldflags"], [...p, "ldflags"]);
+  if (ldflags) out.ldflags = ldflags;
+  return out;
+}
+
+function validate(root: unknown, file: string): PolyarchFile {
+  const o = obj(
+    root ?? {},
+    [],
+    [
+      "images",
+      "platforms",
+      "destination",
+      "tags",
+      "platformTags",
+      "environments",
+      "defaultEnvironment",
+      "mirror",
+      "test",
+      "lint",
+    ],
+  );
+  if (!Array.isArray(o["images"]) || o["images"].length === 0)
+    throw new Located(["images"], "list at least one image to build");
+  const images = (o["images"] as unknown[]).map((x, i) => image(x, ["images", i]));
+  const names = new Set<string>();
+  images.forEach((im, i) => {
+    if (names.has(im.name)) throw new Located(["images", i, "name"], `two images are named "${im.name}"`);
+    names.add(im.name);
+  });
+  const dest =
+    o["destination"] == null ? {} : obj(o["destination"], ["destination"], ["registry", "repository"]);
+  const envs =
+    o["environments"] == null ? {} : obj(o["environments"], ["environments"], Object.keys(o["environments"]));
+  const environments: Record<string, EnvironmentConfig> = {};
+  for (const [k, v] of Object.entries(envs)) {
+    const e = obj(v, ["environments", k], ["registry", "repository"]);
+    const registry = optStr(e["registry"], ["environments", k, "registry"]);
+    const repository = optStr(e["repository"], ["environments", k, "repository"]);
+    environments[k] = { ...(registry ? { registry } : {}), ...(repository ? { repository } : {}) };
+  }
+  const out: PolyarchFile = {
+    file,
+    images,
+    destination: {
+      ...(optStr(dest["registry"], ["destination", "registry"])
+        ? { registry: str(dest["registry"], ["destination", "registry"]) }
+        : {}),
+      ...(optStr(dest["repository"], ["destination", "repository"])
+        ? { repository: str(dest["repository"], ["destination", "repository"]) }
+        : {}),
+    },
+    environments,
+  };
+  if (o["platforms"] !== undefined) out.platforms = strList(o["platforms"], ["platforms"]);
+  if (o["tags"] != null) {
+    if (!Array.isArray(o["tags"])) throw new Located(["tags"], "expected a list of tag rules");
+    out.tags = (o["tags"] as unknown[]).map((x, i) => tagRule(x, ["tags", i]));
+  }
+  if (o["platformTags"] !== undefined) {
+    if (o["platformTags"] !== "arch" && o["platformTags"] !== "os-arch")
+      throw new Located(["platformTags"], 'expected "arch" or "os-arch"');
+    out.platformTags = o["platformTags"];
+  }
+  const defEnv = optStr(o["defaultEnvironment"], ["defaultEnvironment"]);
+  if (defEnv) {
+    if (!environments[defEnv])
+      throw new Located(
+        ["defaultEnvironment"],
+        `"${defEnv}" is not one of the environments (${Object.keys(environments).join(", ") || "none"})`,
+      );
+    out.defaultEnvironment = defEnv;
+  }
+  if (o["mirror"] != null) {
+    const m = obj(o["mirror"], ["mirror"], ["to", "images"]);
+    const to = optStr(m["to"], ["mirror", "to"]);
+    out.mirror = {
+      ...(to ? { to } : {}),
+      images: m["images"] === undefined ? [] : strList(m["images"], ["mirror", "images"]),
+    };
+  }
+  const test = optStr(o["test"], ["test"]);
+  if (test) out.test = test;
+  const lint = optStr(o["lint"], ["lint"]);
+  if (lint) out.lint = lint;
+  return out;
+}
+
+/** Parses and validates polyarch.yaml text; errors carry file:line and the key. */
+export function parsePolyarchFile(text: string, file: string): PolyarchFile {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const lineOf = (offset: number | undefined) => (offset === undefined ? 1 : lc.linePos(offset).line);
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    throw new PolyarchError({
+      code: "E_CONFIG",
+      message: `${file}:${lineOf(e.pos[0])}: not valid YAML (${e.message.split("\n")[0]})`,
+      hint: "Fix the YAML syntax at that line.",
+    });
+  }
+  try {
+    return validate(doc.toJS(), file);
+  } catch (e) {
+    if (!(e instanceof Located)) throw e;
+    // The deepest node that exists on the path gives the line.
+    let node: Node | undefined;
+    for (let n = e.path.length; n >= 0 && !node; n--) {
+      const got = doc.getIn(e.path.slice(0, n), true);
+      if (got && (isMap(got) || isSeq(got) || isScalar(got))) node = got;
+    }
+    // For a key, point at the key itself when the value is absent or the key is unknown.
+    const line = lineOf(node?.range?.[0]);
+    const where = e.path.length ? `${showPath(e.path)}: ` : "";
+    throw new PolyarchError({
+      code: "E_CONFIG",
+      message: `${file}:${line}: ${where}${e.message}`,
+      hint: "See the polyarch.yaml reference in the README, or start over with polyarch init.",
+    });
+  }
+}

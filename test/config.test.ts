@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { cp, readFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parsePolyarchFile, resolveConfig } from "../src/config/index.js";
+import { formatPlatform } from "../src/platform/index.js";
+import { mustRun } from "../src/testing/tools.js";
+import { cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+
+const base = `images:
+  - name: api
+    dir: cmd/api
+    ports: [8080]
+platforms: [linux/amd64, linux/arm64]
+destination:
+  registry: ghcr.io
+  repository: acme
+tags:
+  - semver
+  - commit-short: { length: 7, prefix: sha- }
+  - latest: { always: true }
+  - raw: stable
+environments:
+  dev: { repository: acme/dev }
+  prod: { registry: registry.example, repository: acme/prod }
+`;
+
+describe("polyarch.yaml", () => {
+  it("reads images, destination, tag rules and environments", () => {
+    const f = parsePolyarchFile(base, "polyarch.yaml");
+    assert.equal(f.images[0]!.name, "api");
+    assert.deepEqual(f.tags, [
+      { type: "semver" },
+      { type: "commit-short", length: 7, prefix: "sha-" },
+      { type: "latest", always: true },
+      { type: "raw", value: "stable" },
+    ]);
+    assert.deepEqual(f.environments["prod"], { registry: "registry.example", repository: "acme/prod" });
+  });
+
+  const bad: [string, string, RegExp][] = [
+    [
+      "an unknown key, with a suggestion",
+      base.replace("platforms:", "platfroms:"),
+      /^polyarch\.yaml:5: platfroms: unknown key "platfroms" \(did you mean "platforms"\?\)/,
+    ],
+    [
+      "an unknown key inside an image",
+      base.replace("    ports:", "    prots:"),
+      /^polyarch\.yaml:4: images\[0\]\.prots: unknown key "prots" \(did you mean "ports"\?\)/,
+    ],
+    [
+      "a wrong type",
+      base.replace("  registry: ghcr.io", "  registry: [a, b]"),
+      /^polyarch\.yaml:7: destination\.registry: expected a non-empty string/,
+    ],
+    [
+      "an unknown tag rule",
+      base.replace("  - semver", "  - calver"),
+      /^polyarch\.yaml:10: tags\[0\]: unknown tag rule "calver"/,
+    ],
+    [
+      "a bad commit-short length",
+      base.replace("length: 7", "length: 99"),
+      /^polyarch\.yaml:11: tags\[1\]\.commit-short\.length: expected a whole number from 4 to 40/,
+    ],
+    ["no images", "platforms: [linux/amd64]\n", /^polyarch\.yaml:1: images: list at least one image/],
+    ["broken YAML", "images:\n  - name: [\n", /^polyarch\.yaml:\d+: not valid YAML/],
+    [
+      "an invalid image name",
+      base.replace("name: api", "name: API"),
+      /^polyarch\.yaml:2: images\[0\]\.name: "API" is not a valid repository name/,
+    ],
+  ];
+  for (const [name, text, re] of bad) {
+    it(`refuses ${name} with file, line and key`, () => {
+      assert.throws(
+        () => parsePolyarchFile(text, "polyarch.yaml"),
+        (e: Error) => {
+          assert.match(e.message, re);
+          return true;
+        },
+      );
+    });
+  }
+
+  it("resolves with precedence flag > env var > environment > file > default, and says where from", () => {
+    const f = parsePolyarchFile(base, "polyarch.yaml");
+    const fileOnly = resolveConfig("/repo", f, {}, {});
+    assert.equal(fileOnly.registry.value, "ghcr.io");
+    assert.equal(fileOnly.registry.from, "polyarch.yaml");
+    assert.equal(fileOnly.images[0]!.dir, "/repo/cmd/api");
+    assert.equal(
+      `${fileOnly.images[0]!.reference!.registry}/${fileOnly.images[0]!.reference!.repository}`,
+      "ghcr.io/acme/api",
+    );
+    const prod = resolveConfig("/repo", f, {}, { POLYARCH_ENV: "prod" });
+    assert.equal(prod.registry.value, "registry.example");
+    assert.equal(prod.registry.from, "environment prod");
+    assert.equal(prod.repository.value, "acme/prod");
+    const env = resolveConfig(
+      "/repo",
+      f,
+      { env: "dev" },
+      { REPOSITORY: "other", PLATFORMS: "linux/s390x linux/ppc64le" },
+    );
+    assert.equal(env.repository.value, "other");
+    assert.equal(env.repository.from, "env REPOSITORY");
+    assert.deepEqual(env.platforms.value.map(formatPlatform), ["linux/s390x", "linux/ppc64le"]);
+    assert.equal(env.platforms.from, "env PLATFORMS");
+    const flag = resolveConfig(
+      "/repo",
+      f,
+      { repository: "flagged", platform: ["linux/arm/v7"] },
+      { REPOSITORY: "other", PLATFORMS: "linux/s390x" },
+    );
+    assert.equal(flag.repository.value, "flagged");
+    assert.equal(flag.repository.from, "flag");
+    assert.deepEqual(flag.images[0]!.platforms.value.map(formatPlatform), ["linux/arm/v7"]);
+    assert.throws(
+      () => resolveConfig("/repo", f, { env: "staging" }, {}),
+      /unknown environment "staging" \(from flag\)[\s\S]*/,
+    );
+  });
+});
+
+describe("polyarch init, config and tags on a repository", () => {
+  let dir: string;
+  const gitEnv = {
+    ...process.env,
+    GIT_AUTHOR_NAME: "t",
+    GIT_AUTHOR_EMAIL: "t@e",
+    GIT_COMMITTER_NAME: "t",
+    GIT_COMMITTER_EMAIL: "t@e",
+  };
+  before(async () => {
+    dir = await tempDir("init");
+    await cp(path.join(ROOT, "examples"), path.join(dir, "examples"), { recursive: true });
+    await mustRun("git", ["init", "-q", "-b", "main", dir], { env: gitEnv });
+  });
+  after(() => cleanup(dir));
+
+  it("init finds the main packages and writes a file that loads; it will not overwrite", async () => {
+    const r = await polyarch(["init"], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const text = await readFile(path.join(dir, "polyarch.yaml"), "utf8");
+    assert.match(text, /name: hello\n {4}dir: examples\/hello/);
+    assert.match(text, /name: maintenance-proxy\n {4}dir: examples\/maintenance-proxy/);
+    assert.match(text, /tags:\n {2}- semver\n {2}- commit-short: \{ length: 8 \}\n {2}- latest/);
+    const again = await polyarch(["init"], { cwd: dir });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already exists/);
+    const c = await polyarch(["config"], { cwd: dir, env: { REGISTRY: "localhost:5000" } });
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stdout, /^registry\s+localhost:5000\s+env REGISTRY$/m);
+  });
+
+  it("tags prints semver, commit-short and latest for a tagged commit on main, -dirty when dirty", async () => {
+    await mustRun("git", ["-C", dir, "add", "."], { env: gitEnv });
+    await mustRun("git", ["-C", dir, "commit", "-q", "-m", "one"], { env: gitEnv });
+    await mustRun("git", ["-C", dir, "tag", "v3.1.4"], { env: gitEnv });
+    const sha = (await mustRun("git", ["-C", dir, "rev-parse", "HEAD"])).trim();
+    const r = await polyarch(["tags"], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["3.1.4", "3.1", "3", sha.slice(0, 8), "latest"]);
+    await cp(path.join(dir, "polyarch.yaml"), path.join(dir, "extra.yaml"));
+    const dirty = await polyarch(["tags"], { cwd: dir });
+    assert.deepEqual(dirty.stdout.trim().split("\n"), [
+      "3.1.4-dirty",
+      "3.1-dirty",
+      "3-dirty",
+      `${sha.slice(0, 8)}-dirty`,
+    ]);
+    assert.match(dirty.stderr, /uncommitted changes/);
+  });
+});
