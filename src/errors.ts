@@ -25,6 +25,7 @@ export type ErrorCode =
   | "E_REGISTRY"
   | "E_GIT"
   | "E_CONFIG"
+  | "E_STAGE"
   | "E_AUTH"
   | "E_INTERNAL";
 

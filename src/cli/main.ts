@@ -219,6 +219,19 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
   ).action(async (flags: CF) => {
     exit = await (await import("./config.js")).runTags(flags, io);
   });
+  configOptions(
+    program
+      .command("run")
+      .summary("lint, test, build every image for every platform, and publish it under its tags")
+      .option("--dry-run", "print every step, image, platform, reference and tag; run nothing")
+      .option("--stages <list>", "stages to run, comma separated (default: lint,test,build,publish)")
+      .option("--skip <stage>", "skip a stage (repeatable)", collect)
+      .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+      .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect),
+  ).action(async (flags: import("./run.js").RunFlags) => {
+    exit = await (await import("./run.js")).runRun(flags, io, signal);
+  });
+
   program
     .command("init")
     .summary("write a commented polyarch.yaml for the Go main packages of this repository")

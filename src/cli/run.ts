@@ -1,0 +1,173 @@
+import { appendFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PolyarchError } from "../errors.js";
+import { readGit } from "../git/index.js";
+import { baseImagesFor } from "../image/base.js";
+import { describePlan, executeRun, planRun, type RunEvent, type Stage, STAGES } from "../pipeline/index.js";
+import { formatPlatform } from "../platform/index.js";
+import { exec } from "../util/exec.js";
+import { type CliIO, humanSize, table } from "./_io.js";
+import { makeClient, openLocation } from "./_registry.js";
+import { resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
+import { parseLocation } from "./_targets.js";
+import { ciBranch, loadResolved } from "./config.js";
+
+export interface RunFlags {
+  env?: string;
+  registry?: string;
+  repository?: string;
+  platform?: string[];
+  config?: string;
+  dryRun?: boolean;
+  stages?: string;
+  skip?: string[];
+  json?: boolean;
+  jobs?: string;
+  insecure?: string[];
+}
+
+function stagesFrom(flags: RunFlags): Stage[] {
+  const wanted = flags.stages ? flags.stages.split(",").map((s) => s.trim()) : STAGES;
+  const skip = new Set((flags.skip ?? []).flatMap((s) => s.split(",")));
+  for (const s of [...wanted, ...skip]) {
+    if (!(STAGES as string[]).includes(s)) {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `unknown stage "${s}"`,
+        hint: `Stages: ${STAGES.join(", ")}.`,
+      });
+    }
+  }
+  return STAGES.filter((s) => wanted.includes(s) && !skip.has(s));
+}
+
+export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): Promise<number> {
+  const started = Date.now();
+  // 1. Resolve everything before any stage: config, git, time, tags, the plan.
+  const c = await loadResolved(io, flags);
+  const hint = ciBranch(io.env);
+  const git = await readGit(io.cwd, { env: io.env, ...(hint ? { branchHint: hint } : {}) });
+  const epoch =
+    io.env["SOURCE_DATE_EPOCH"] !== undefined
+      ? (await resolveSourceDateEpoch(io.env, io.cwd, exec)).value
+      : git.commitTime;
+  const plan = planRun(c, git, {
+    stages: stagesFrom(flags),
+    sourceDateEpoch: epoch,
+    outDir: path.join(io.cwd, "out", "oci"),
+  });
+  const lines = describePlan(plan);
+  if (flags.dryRun) {
+    if (flags.json)
+      io.stdout.write(
+        `${JSON.stringify({ plan: lines, images: plan.images.map((i) => ({ name: i.name, platforms: i.platforms.map(formatPlatform), tags: i.tags, target: i.target })) }, null, 2)}\n`,
+      );
+    else io.stdout.write(`${lines.join("\n")}\n(dry run: nothing was run, built or published)\n`);
+    return 0;
+  }
+  const stamp = () => new Date().toISOString().slice(11, 19);
+  const say = (s: string) => {
+    if (!flags.json) io.stderr.write(`[${stamp()}] ${s}\n`);
+  };
+  if (git.dirty) say("warning: the working tree has uncommitted changes; tags carry -dirty");
+  for (const l of lines) say(`plan: ${l}`);
+  const onEvent = (e: RunEvent) => {
+    if (flags.json) io.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
+    if (e.type === "stage")
+      say(
+        `${e.stage} ${e.image} ${e.state === "start" ? "…" : `done in ${((e.ms ?? 0) / 1000).toFixed(1)}s`}`,
+      );
+    else if (e.type === "build" && e.event.type === "compile-done")
+      say(
+        `build ${e.image} ${formatPlatform(e.event.platform)} compiled in ${(e.event.ms / 1000).toFixed(1)}s`,
+      );
+    else if (e.type === "build" && e.event.type === "layer" && e.event.platform !== "all")
+      say(
+        `build ${e.image} ${formatPlatform(e.event.platform)} layer ${humanSize(e.event.size)}${e.event.cached ? " (cached)" : ""}`,
+      );
+    else if (e.type === "published")
+      say(
+        `publish ${e.image} → ${e.reference}@${e.digest}${e.uploadedBytes !== undefined ? ` (${humanSize(e.uploadedBytes)} uploaded)` : ""}`,
+      );
+  };
+  const client = makeClient(io, flags.insecure);
+  const jobs = flags.jobs ? Number(flags.jobs) : os.availableParallelism();
+  let results;
+  try {
+    results = await executeRun(plan, {
+      client,
+      cacheDir: resolveCacheDir(io.env),
+      env: io.env,
+      jobs,
+      resolveBase: async (ref, platforms) => {
+        const loc = parseLocation(ref);
+        const base = await baseImagesFor(await openLocation(loc, client, signal), platforms, ref);
+        return {
+          base,
+          ...(loc.kind === "registry"
+            ? { mountFrom: { registry: loc.ref.registry, repository: loc.ref.repository } }
+            : {}),
+        };
+      },
+      ...(signal ? { signal } : {}),
+      onEvent,
+      onOutput: (image, stage, chunk) => {
+        if (!flags.json)
+          for (const l of chunk.split("\n").filter(Boolean))
+            io.stderr.write(`[${stamp()}] ${stage} ${image} | ${l}\n`);
+      },
+    });
+  } finally {
+    await client.transport.close();
+  }
+  // 3. Summary: table on stderr, references on stdout; GitHub Actions outputs and step summary.
+  const rows = [["IMAGE", "PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
+  for (const r of results)
+    for (const p of r.platforms)
+      rows.push([r.name, p.platform, p.digest, humanSize(p.size), `${(p.ms / 1000).toFixed(1)}s`]);
+  if (!flags.json) {
+    io.stderr.write(`${table(rows)}\n`);
+    say(`done in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    for (const r of results) for (const ref of r.references) io.stdout.write(`${ref}\n`);
+  } else {
+    io.stdout.write(`${JSON.stringify({ type: "summary", images: results })}\n`);
+  }
+  await githubOutputs(io, results, plan.images[0]?.tags ?? []);
+  return 0;
+}
+
+async function githubOutputs(
+  io: CliIO,
+  results: {
+    name: string;
+    digest: string;
+    references: string[];
+    platforms: { platform: string; digest: string; size: number }[];
+  }[],
+  tags: string[],
+): Promise<void> {
+  const out = io.env["GITHUB_OUTPUT"];
+  if (out && results.length) {
+    const refs = results.flatMap((r) => r.references).join("\n");
+    await appendFile(
+      out,
+      `digest=${results[0]!.digest}\ntags<<POLYARCH_EOF\n${tags.join("\n")}\nPOLYARCH_EOF\nreferences<<POLYARCH_EOF\n${refs}\nPOLYARCH_EOF\n`,
+    );
+  }
+  const summary = io.env["GITHUB_STEP_SUMMARY"];
+  if (summary && results.length) {
+    const md = [
+      "### polyarch",
+      "",
+      `Tags: ${tags.map((t) => `\`${t}\``).join(", ")}`,
+      "",
+      "| image | platform | digest | size |",
+      "| --- | --- | --- | --- |",
+    ];
+    for (const r of results)
+      for (const p of r.platforms)
+        md.push(`| ${r.name} | ${p.platform} | \`${p.digest.slice(0, 19)}…\` | ${humanSize(p.size)} |`);
+    await appendFile(summary, `${md.join("\n")}\n`);
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * The pipeline behind `polyarch run`: a plan computed once from the resolved config and git,
+ * then stages — lint, test, build (every image × platform), publish (tags last, all or nothing
+ * per image). `--dry-run` prints the plan and stops; the real run executes exactly that plan.
+ */
+import { spawn } from "node:child_process";
+import path from "node:path";
+import type { BuildEvent } from "../build/index.js";
+import { GoBuilder } from "../build/go/index.js";
+import type { ResolvedConfig } from "../config/index.js";
+import { PolyarchError } from "../errors.js";
+import type { GitInfo } from "../git/index.js";
+import type { BaseImage } from "../image/assemble.js";
+import { compressedSize, type Index, platformImages } from "../image/index.js";
+import { Annotation } from "../manifest/index.js";
+import { formatPlatform, type Platform } from "../platform/index.js";
+import { LayoutPublisher } from "../publish/index.js";
+import { RegistryPublisher } from "../publish/registry.js";
+import { formatReference, type Reference } from "../ref/index.js";
+import type { RegistryClient } from "../registry/index.js";
+import { expandTags, platformTag, semverOf } from "../tags/index.js";
+
+export type Stage = "lint" | "test" | "build" | "publish";
+export const STAGES: Stage[] = ["lint", "test", "build", "publish"];
+
+export interface PlannedImage {
+  name: string;
+  dir: string;
+  main: string;
+  platforms: Platform[];
+  base: string | undefined;
+  /** registry/repository, or an OCI layout directory when no registry is set. */
+  target: { kind: "registry"; ref: Reference } | { kind: "oci"; dir: string };
+  tags: string[];
+  platformTags: { platform: Platform; tag: string }[];
+  ldflags: string | undefined;
+  annotations: Record<string, string>;
+  env: string[];
+  ports: string[];
+  labels: Record<string, string>;
+  user: string | undefined;
+}
+
+export interface Plan {
+  stages: Stage[];
+  lint: string;
+  test: string;
+  git: GitInfo;
+  sourceDateEpoch: number;
+  version: string;
+  images: PlannedImage[];
+}
+
+/** {{version}}, {{commit}}, {{shortCommit}}, {{branch}}, {{date}} in ldflags, from git. */
+export function expandTemplate(s: string, vars: Record<string, string>): string {
+  return s.replace(/\{\{\s*(\w+)\s*\}\}/g, (m, k: string) => {
+    const v = vars[k];
+    if (v === undefined) {
+      throw new PolyarchError({
+        code: "E_CONFIG",
+        message: `unknown template variable ${m} in ldflags`,
+        hint: `Known: ${Object.keys(vars)
+          .map((x) => `{{${x}}}`)
+          .join(", ")}.`,
+      });
+    }
+    return v;
+  });
+}
+
+export function planRun(
+  c: ResolvedConfig,
+  git: GitInfo,
+  opts: { stages: Stage[]; sourceDateEpoch: number; outDir: string },
+): Plan {
+  // semver is skipped on untagged commits (as metadata-action does), unless it is the only rule or
+  // HEAD carries a version-looking tag that is not semver (v1.2): then it is an error.
+  const onlySemver = c.tags.value.every((t) => t.type === "semver");
+  const versionLike = git.tags.some((t) => /^v?\d/.test(t));
+  const tags = expandTags(c.tags.value, git, { requireSemver: onlySemver || versionLike });
+  if (tags.length === 0) {
+    throw new PolyarchError({
+      code: "E_TAG",
+      message: "the tag rules give no tag for this checkout",
+      hint: `Rules: ${c.tags.value.map((t) => t.type).join(", ")}; add commit-short or raw so every build has a tag.`,
+    });
+  }
+  const semver = semverOf(git.tags);
+  const version = semver?.version ?? git.commit.slice(0, 8);
+  const vars = {
+    version,
+    commit: git.commit,
+    shortCommit: git.commit.slice(0, 8),
+    branch: git.branch ?? "",
+    date: new Date(opts.sourceDateEpoch * 1000).toISOString().replace(/\.000Z$/, "Z"),
+  };
+  const annotations: Record<string, string> = {
+    [Annotation.REVISION]: git.commit,
+    [Annotation.VERSION]: version,
+  };
+  if (git.remote) annotations[Annotation.SOURCE] = git.remote;
+  const images = c.images.map((im): PlannedImage => {
+    const platforms = im.platforms.value;
+    return {
+      name: im.name,
+      dir: im.dir,
+      main: im.main,
+      platforms,
+      base: im.base,
+      target: im.reference
+        ? { kind: "registry", ref: im.reference }
+        : { kind: "oci", dir: path.join(opts.outDir, im.name) },
+      tags,
+      platformTags: c.platformTags
+        ? platforms.flatMap((p) =>
+            tags.map((t) => ({ platform: p, tag: platformTag(t, p, c.platformTags!) })),
+          )
+        : [],
+      ldflags: im.ldflags ? expandTemplate(im.ldflags, vars) : undefined,
+      annotations: { ...annotations, [Annotation.TITLE]: im.name },
+      env: Object.entries(im.env).map(([k, v]) => `${k}=${v}`),
+      ports: im.ports,
+      labels: im.labels,
+      user: im.user,
+    };
+  });
+  return {
+    stages: opts.stages,
+    lint: c.lint.value,
+    test: c.test.value,
+    git,
+    sourceDateEpoch: opts.sourceDateEpoch,
+    version,
+    images,
+  };
+}
+
+/** Every step the run will take, one per line: what --dry-run prints and the run then does. */
+export function describePlan(plan: Plan): string[] {
+  const lines: string[] = [];
+  const g = plan.git;
+  lines.push(
+    `commit ${g.commit}${g.branch ? ` on ${g.branch}` : " (detached)"}${g.dirty ? " (dirty)" : ""}, version ${plan.version}, SOURCE_DATE_EPOCH ${plan.sourceDateEpoch}`,
+  );
+  for (const im of plan.images) {
+    const where =
+      im.target.kind === "registry"
+        ? `${im.target.ref.registry}/${im.target.ref.repository}`
+        : `oci:${im.target.dir}`;
+    if (plan.stages.includes("lint")) lines.push(`lint    ${im.name}: ${plan.lint} (in ${im.dir})`);
+    if (plan.stages.includes("test")) lines.push(`test    ${im.name}: ${plan.test} (in ${im.dir})`);
+    if (plan.stages.includes("build"))
+      for (const p of im.platforms)
+        lines.push(`build   ${im.name} ${formatPlatform(p)}${im.base ? ` on ${im.base}` : ""}`);
+    if (plan.stages.includes("publish")) {
+      for (const t of im.tags) lines.push(`publish ${im.name} → ${where}:${t}`);
+      for (const pt of im.platformTags)
+        lines.push(`publish ${im.name} ${formatPlatform(pt.platform)} → ${where}:${pt.tag}`);
+    }
+  }
+  return lines;
+}
+
+export type RunEvent =
+  | { type: "stage"; stage: Stage; image: string; state: "start" | "done"; ms?: number }
+  | { type: "build"; image: string; event: BuildEvent }
+  | { type: "published"; image: string; reference: string; digest: string; uploadedBytes?: number };
+
+export interface ImageResult {
+  name: string;
+  digest: string;
+  references: string[];
+  platforms: { platform: string; digest: string; size: number; ms: number }[];
+}
+
+export interface RunDeps {
+  client: RegistryClient;
+  cacheDir: string;
+  env: Record<string, string | undefined>;
+  jobs: number;
+  resolveBase: (
+    ref: string,
+    platforms: Platform[],
+  ) => Promise<{ base: Map<string, BaseImage>; mountFrom?: { registry: string; repository: string } }>;
+  signal?: AbortSignal;
+  onEvent?: (e: RunEvent) => void;
+  onOutput?: (image: string, stage: Stage, chunk: string) => void;
+}
+
+function runShell(
+  command: string,
+  cwd: string,
+  env: Record<string, string | undefined>,
+  onOutput: (s: string) => void,
+  signal?: AbortSignal,
+): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("sh", ["-c", command], {
+      cwd,
+      env: env as NodeJS.ProcessEnv,
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(signal ? { signal } : {}),
+    });
+    let output = "";
+    const take = (c: Buffer) => {
+      const s = c.toString();
+      output += s;
+      onOutput(s);
+    };
+    child.stdout.on("data", take);
+    child.stderr.on("data", take);
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? 1, output }));
+  });
+}
+
+/** Executes a plan: every stage for every image; nothing is published unless every build succeeded. */
+export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult[]> {
+  const emit = deps.onEvent ?? (() => {});
+  for (const stage of ["lint", "test"] as const) {
+    if (!plan.stages.includes(stage)) continue;
+    for (const im of plan.images) {
+      const t0 = performance.now();
+      emit({ type: "stage", stage, image: im.name, state: "start" });
+      const command = stage === "lint" ? plan.lint : plan.test;
+      const r = await runShell(
+        command,
+        im.dir,
+        { ...deps.env, CGO_ENABLED: deps.env["CGO_ENABLED"] ?? "0" },
+        (s) => deps.onOutput?.(im.name, stage, s),
+        deps.signal,
+      );
+      if (r.code !== 0) {
+        throw new PolyarchError({
+          code: "E_STAGE",
+          message: `${stage} failed for image ${im.name}: \`${command}\` exited with ${r.code} in ${im.dir}:\n${r.output.trimEnd().split("\n").slice(-30).join("\n")}`,
+          hint: `Fix what ${stage} reports; nothing was built or published.`,
+        });
+      }
+      emit({ type: "stage", stage, image: im.name, state: "done", ms: performance.now() - t0 });
+    }
+  }
+  if (!plan.stages.includes("build")) return [];
+  // Build every image first: a failing platform stops the run before any tag moves.
+  const built: {
+    im: PlannedImage;
+    index: Index;
+    times: Map<string, number>;
+    mountFrom?: { registry: string; repository: string };
+  }[] = [];
+  for (const im of plan.images) {
+    const t0 = performance.now();
+    emit({ type: "stage", stage: "build", image: im.name, state: "start" });
+    const resolved = im.base ? await deps.resolveBase(im.base, im.platforms) : undefined;
+    const times = new Map<string, number>();
+    const builder = new GoBuilder({
+      dir: im.dir,
+      mainPackage: im.main,
+      platforms: im.platforms,
+      sourceDateEpoch: plan.sourceDateEpoch,
+      env: deps.env,
+      goBinary: deps.env["POLYARCH_GO"] || "go",
+      cacheDir: deps.cacheDir,
+      jobs: deps.jobs,
+      ...(im.ldflags ? { ldflags: im.ldflags } : {}),
+      image: {
+        env: im.env,
+        exposedPorts: im.ports,
+        labels: im.labels,
+        annotations: im.annotations,
+        ...(im.user ? { user: im.user } : {}),
+      },
+      ...(resolved ? { base: resolved.base } : {}),
+    });
+    const { index } = await builder.build({
+      onEvent: (e) => {
+        if (e.type === "compile-done") times.set(formatPlatform(e.platform), e.ms);
+        emit({ type: "build", image: im.name, event: e });
+      },
+      ...(deps.signal ? { signal: deps.signal } : {}),
+    });
+    built.push({ im, index, times, ...(resolved?.mountFrom ? { mountFrom: resolved.mountFrom } : {}) });
+    emit({ type: "stage", stage: "build", image: im.name, state: "done", ms: performance.now() - t0 });
+  }
+  const results: ImageResult[] = [];
+  for (const { im, index, times, mountFrom } of built) {
+    const platforms = await Promise.all(
+      (await platformImages(index)).map(async ({ descriptor, image }) => ({
+        platform: formatPlatform(descriptor.platform!),
+        digest: descriptor.digest,
+        size: await compressedSize(image),
+        ms: times.get(formatPlatform(descriptor.platform!)) ?? 0,
+      })),
+    );
+    const digest = (await index.descriptor()).digest;
+    if (!plan.stages.includes("publish")) {
+      results.push({ name: im.name, digest, references: [], platforms });
+      continue;
+    }
+    const t0 = performance.now();
+    emit({ type: "stage", stage: "publish", image: im.name, state: "start" });
+    let references: string[];
+    if (im.target.kind === "registry") {
+      const repo = { registry: im.target.ref.registry, repository: im.target.ref.repository };
+      const pub = new RegistryPublisher(
+        deps.client,
+        repo,
+        mountFrom && mountFrom.registry === repo.registry && mountFrom.repository !== repo.repository
+          ? { mountFrom: [mountFrom.repository] }
+          : {},
+      );
+      references = (await pub.publish(index, im.tags, deps.signal ? { signal: deps.signal } : {})).references;
+      for (const pt of im.platformTags) {
+        const img = (await platformImages(index)).find(
+          (x) => formatPlatform(x.descriptor.platform!) === formatPlatform(pt.platform),
+        )!;
+        await deps.client.putManifest(
+          repo,
+          pt.tag,
+          await img.image.rawManifest(),
+          img.descriptor.mediaType,
+          deps.signal,
+        );
+        references.push(formatReference({ ...repo, tag: pt.tag, digest: img.descriptor.digest }));
+      }
+      emit({
+        type: "published",
+        image: im.name,
+        reference: `${repo.registry}/${repo.repository}`,
+        digest,
+        uploadedBytes: pub.stats.bytesUploaded,
+      });
+    } else {
+      references = (
+        await new LayoutPublisher(im.target.dir).publish(
+          index,
+          im.tags,
+          deps.signal ? { signal: deps.signal } : {},
+        )
+      ).references;
+      emit({ type: "published", image: im.name, reference: `oci:${im.target.dir}`, digest });
+    }
+    emit({ type: "stage", stage: "publish", image: im.name, state: "done", ms: performance.now() - t0 });
+    results.push({ name: im.name, digest, references, platforms });
+  }
+  return results;
+}
