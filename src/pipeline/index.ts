@@ -197,7 +197,7 @@ function runShell(
   return new Promise((resolve, reject) => {
     const child = spawn("sh", ["-c", command], {
       cwd,
-      env: env as NodeJS.ProcessEnv,
+      env: env,
       stdio: ["ignore", "pipe", "pipe"],
       ...(signal ? { signal } : {}),
     });
