@@ -226,11 +226,39 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       .option("--dry-run", "print every step, image, platform, reference and tag; run nothing")
       .option("--stages <list>", "stages to run, comma separated (default: lint,test,build,publish)")
       .option("--skip <stage>", "skip a stage (repeatable)", collect)
+      .option("--tag-suffix <suffix>", "append to every tag, e.g. -arm64 for one job of a split build")
       .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
       .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect),
   ).action(async (flags: import("./run.js").RunFlags) => {
     exit = await (await import("./run.js")).runRun(flags, io, signal);
   });
+
+  program
+    .command("info")
+    .summary("check the setup: Go, git state, config, and that each destination accepts a push")
+    .option("--env <name>", "environment from polyarch.yaml")
+    .option("--registry <host>", "destination registry")
+    .option("--repository <path>", "destination repository prefix")
+    .option("-c, --config <file>", "the config file")
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+    .action(async (flags: import("./info.js").InfoFlags) => {
+      exit = await (await import("./info.js")).runInfo(flags, io);
+    });
+
+  program
+    .command("ci")
+    .summary("write a CI configuration that runs the pipeline (github or gitlab)")
+    .argument("<provider>", "github or gitlab")
+    .option("--split", "one job per platform (native runners) pushing per-platform tags, then a merge job")
+    .option(
+      "-o, --output <file>",
+      "where to write it (default: .github/workflows/polyarch.yml or .gitlab-ci.yml)",
+    )
+    .option("--stdout", "print instead of writing")
+    .option("-c, --config <file>", "the config file")
+    .action(async (provider: string, flags: import("./ci.js").CiFlags) => {
+      exit = await (await import("./ci.js")).runCi(provider, flags, io);
+    });
 
   program
     .command("init")

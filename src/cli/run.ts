@@ -25,6 +25,7 @@ export interface RunFlags {
   json?: boolean;
   jobs?: string;
   insecure?: string[];
+  tagSuffix?: string;
 }
 
 function stagesFrom(flags: RunFlags): Stage[] {
@@ -56,6 +57,7 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
     stages: stagesFrom(flags),
     sourceDateEpoch: epoch,
     outDir: path.join(io.cwd, "out", "oci"),
+    ...(flags.tagSuffix ? { tagSuffix: flags.tagSuffix } : {}),
   });
   const lines = describePlan(plan);
   if (flags.dryRun) {

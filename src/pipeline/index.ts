@@ -18,7 +18,8 @@ import { LayoutPublisher } from "../publish/index.js";
 import { RegistryPublisher } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import type { RegistryClient } from "../registry/index.js";
-import { expandTags, platformTag, semverOf } from "../tags/index.js";
+import { expandTags, platformTag, sanitizeTag, semverOf } from "../tags/index.js";
+import { validateTag } from "../ref/index.js";
 
 export type Stage = "lint" | "test" | "build" | "publish";
 export const STAGES: Stage[] = ["lint", "test", "build", "publish"];
@@ -71,13 +72,17 @@ export function expandTemplate(s: string, vars: Record<string, string>): string 
 export function planRun(
   c: ResolvedConfig,
   git: GitInfo,
-  opts: { stages: Stage[]; sourceDateEpoch: number; outDir: string },
+  opts: { stages: Stage[]; sourceDateEpoch: number; outDir: string; tagSuffix?: string },
 ): Plan {
   // semver is skipped on untagged commits (as metadata-action does), unless it is the only rule or
   // HEAD carries a version-looking tag that is not semver (v1.2): then it is an error.
   const onlySemver = c.tags.value.every((t) => t.type === "semver");
   const versionLike = git.tags.some((t) => /^v?\d/.test(t));
-  const tags = expandTags(c.tags.value, git, { requireSemver: onlySemver || versionLike });
+  const ruleTags = expandTags(c.tags.value, git, { requireSemver: onlySemver || versionLike });
+  // A suffix per CI job (split builds: 1.2.3-arm64 from the arm64 runner) keeps jobs from overwriting each other.
+  const tags = opts.tagSuffix
+    ? ruleTags.map((t) => validateTag(sanitizeTag(`${t}${opts.tagSuffix}`)))
+    : ruleTags;
   if (tags.length === 0) {
     throw new PolyarchError({
       code: "E_TAG",

@@ -1,0 +1,118 @@
+import { PolyarchError } from "../errors.js";
+import { readGit } from "../git/index.js";
+import { exec } from "../util/exec.js";
+import type { CliIO } from "./_io.js";
+import { makeClient } from "./_registry.js";
+import { ciBranch, loadResolved } from "./config.js";
+
+export interface InfoFlags {
+  env?: string;
+  registry?: string;
+  repository?: string;
+  config?: string;
+  insecure?: string[];
+}
+
+/**
+ * Checks the setup before anything runs (seed 002's `make info`): Go and its version, the git
+ * state, the config, and for each destination that the registry answers and that the
+ * credentials may push — by opening an upload session and cancelling it.
+ */
+export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
+  let failed = 0;
+  const line = (ok: boolean | "warn", what: string, detail: string) => {
+    if (ok === false) failed++;
+    io.stdout.write(
+      `${ok === true ? "ok  " : ok === "warn" ? "warn" : "FAIL"}  ${what.padEnd(28)} ${detail}\n`,
+    );
+  };
+  const go = await exec(io.env["POLYARCH_GO"] || "go", ["env", "GOVERSION"], { env: io.env }).catch(
+    () => undefined,
+  );
+  const version = go?.code === 0 ? go.stdout.trim() : undefined;
+  const m = version ? /^go(\d+)\.(\d+)/.exec(version) : null;
+  line(
+    !!m && (Number(m[1]) > 1 || Number(m[2]) >= 22),
+    "go toolchain",
+    version
+      ? `${version}${m && Number(m[2]) < 22 && Number(m[1]) === 1 ? " (polyarch needs 1.22 or newer)" : ""}`
+      : "not found: install Go 1.22+ (bash .ci/setup does it on Debian)",
+  );
+  try {
+    const hint = ciBranch(io.env);
+    const g = await readGit(io.cwd, { env: io.env, ...(hint ? { branchHint: hint } : {}) });
+    line(
+      g.dirty ? "warn" : true,
+      "git",
+      `${g.commit.slice(0, 12)} on ${g.branch ?? "(detached)"}${g.tags.length ? `, tags ${g.tags.join(" ")}` : ""}${g.dirty ? ", uncommitted changes (tags get -dirty)" : ", clean"}`,
+    );
+  } catch (e) {
+    line(false, "git", (e as Error).message);
+  }
+  let config;
+  try {
+    config = await loadResolved(io, flags);
+    line(
+      true,
+      "config",
+      `${config.file}: ${config.images.length} image(s)${config.environment.value ? `, environment ${config.environment.value}` : ""}`,
+    );
+  } catch (e) {
+    line(false, "config", (e as Error).message);
+  }
+  if (config) {
+    const client = makeClient(io, flags.insecure);
+    try {
+      const seen = new Set<string>();
+      for (const im of config.images) {
+        if (!im.reference) {
+          line("warn", `destination ${im.name}`, "no registry set: images go to out/oci");
+          continue;
+        }
+        const repo = { registry: im.reference.registry, repository: im.reference.repository };
+        const key = `${repo.registry}/${repo.repository}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        try {
+          const scopes = [`repository:${repo.repository}:pull,push`];
+          const res = await client.transport.request({
+            method: "POST",
+            registry: repo.registry,
+            path: `/v2/${repo.repository}/blobs/uploads/`,
+            headers: { "content-length": "0" },
+            scopes,
+            expect: [202],
+          });
+          await res.body.dump();
+          const loc = res.headers["location"];
+          if (typeof loc === "string") {
+            const del = await client.transport.request({
+              method: "DELETE",
+              registry: repo.registry,
+              path: new URL(loc, res.url).toString(),
+              scopes,
+              expect: [200, 202, 204, 404, 405],
+            });
+            await del.body.dump();
+          }
+          line(true, `push ${key}`, "registry reachable, credentials may push");
+        } catch (e) {
+          line(
+            false,
+            `push ${key}`,
+            e instanceof PolyarchError ? `${e.message}${e.hint ? ` (${e.hint})` : ""}` : String(e),
+          );
+        }
+      }
+    } finally {
+      await client.transport.close();
+    }
+  }
+  if (failed)
+    throw new PolyarchError({
+      code: "E_CONFIG",
+      message: `${failed} check${failed === 1 ? "" : "s"} failed`,
+      hint: "Fix the lines marked FAIL above before polyarch run.",
+    });
+  return 0;
+}

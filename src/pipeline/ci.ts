@@ -1,0 +1,152 @@
+/**
+ * CI configuration that runs the pipeline. Plain: one job, `polyarch run`. Split: one job per
+ * platform building on its own runner and pushing under a per-commit, per-platform tag, then
+ * a merge job that joins them into one list per release tag (`polyarch manifest`) — the
+ * "native runner per platform, then merge" pattern, on any CI.
+ */
+import { stringify as yamlStringify } from "yaml";
+
+// No anchors (not every CI reads them) and no folded lines (commands stay readable).
+const stringify = (v: unknown) => yamlStringify(v, { aliasDuplicateObjects: false, lineWidth: 0 });
+import { formatPlatform } from "../platform/index.js";
+import type { ResolvedConfig } from "../config/index.js";
+
+const RUNNER: Record<string, string> = {
+  amd64: "ubuntu-24.04",
+  "386": "ubuntu-24.04",
+  arm64: "ubuntu-24.04-arm",
+  arm: "ubuntu-24.04-arm",
+};
+
+function platformSlug(p: string): string {
+  return p.replace(/^linux\//, "").replaceAll("/", "-");
+}
+
+export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "npx --yes polyarch"): string {
+  const env: Record<string, string> = {
+    REGISTRY: c.registry.value ?? "ghcr.io",
+    REPOSITORY: c.repository.value ?? "${{ github.repository_owner }}",
+  };
+  const setup = [
+    { uses: "actions/checkout@v4", with: { "fetch-depth": 0 } },
+    { uses: "actions/setup-go@v5", with: { "go-version": "stable" } },
+    { uses: "actions/setup-node@v4", with: { "node-version": 20 } },
+    {
+      name: "Log in",
+      run: `echo "\${{ secrets.REGISTRY_PASSWORD || secrets.GITHUB_TOKEN }}" | ${polyarch} login "$REGISTRY" -u "\${{ secrets.REGISTRY_USER || github.actor }}" --password-stdin`,
+    },
+  ];
+  const on = { push: { branches: ["main"], tags: ["v*"] }, workflow_dispatch: {} };
+  if (!split) {
+    return stringify({
+      name: "polyarch",
+      on,
+      permissions: { contents: "read", packages: "write" },
+      env,
+      jobs: {
+        publish: {
+          "runs-on": "ubuntu-latest",
+          steps: [
+            ...setup,
+            { name: "Info", run: `${polyarch} info` },
+            { name: "Run", id: "run", run: `${polyarch} run` },
+          ],
+        },
+      },
+    });
+  }
+  const platforms = c.platforms.value.map(formatPlatform);
+  const jobs: Record<string, unknown> = {
+    test: {
+      "runs-on": "ubuntu-latest",
+      steps: [...setup.slice(0, 3), { run: `${polyarch} run --stages lint,test` }],
+    },
+    build: {
+      needs: "test",
+      strategy: {
+        "fail-fast": true,
+        matrix: {
+          include: platforms.map((p) => ({
+            platform: p,
+            slug: platformSlug(p),
+            runner: RUNNER[p.split("/")[1]!] ?? "ubuntu-24.04",
+          })),
+        },
+      },
+      "runs-on": "${{ matrix.runner }}",
+      steps: [
+        ...setup,
+        {
+          name: "Build and push ${{ matrix.platform }}",
+          run: `${polyarch} run --stages build,publish -p "\${{ matrix.platform }}" --repository "$REPOSITORY/by-platform" --tag-suffix "-\${{ matrix.slug }}"`,
+        },
+      ],
+    },
+    merge: {
+      needs: "build",
+      "runs-on": "ubuntu-latest",
+      steps: [
+        ...setup,
+        {
+          name: "Join the platform images under every tag",
+          run: [
+            "set -eu",
+            `for image in ${c.images.map((i) => i.name).join(" ")}; do`,
+            `  for tag in $(${polyarch} tags); do`,
+            `    ${polyarch} manifest create "$REGISTRY/$REPOSITORY/$image:$tag" ${platforms.map((p) => `"$REGISTRY/$REPOSITORY/by-platform/$image:$tag-${platformSlug(p)}"`).join(" ")}`,
+            `    ${polyarch} manifest push --purge "$REGISTRY/$REPOSITORY/$image:$tag"`,
+            "  done",
+            "done",
+          ].join("\n"),
+        },
+      ],
+    },
+  };
+  return stringify({
+    name: "polyarch (split per platform)",
+    on,
+    permissions: { contents: "read", packages: "write" },
+    env,
+    jobs,
+  });
+}
+
+export function gitlabCi(c: ResolvedConfig, split: boolean, polyarch = "npx --yes polyarch"): string {
+  const login = `echo "$CI_REGISTRY_PASSWORD" | ${polyarch} login "$CI_REGISTRY" -u "$CI_REGISTRY_USER" --password-stdin`;
+  const base = {
+    image: "golang:1.23-bookworm",
+    before_script: ["apt-get update -qq && apt-get install -y -qq nodejs npm", login],
+  };
+  const variables = {
+    REGISTRY: c.registry.value ?? "$CI_REGISTRY",
+    REPOSITORY: c.repository.value ?? "$CI_PROJECT_PATH",
+  };
+  if (!split)
+    return stringify({
+      variables,
+      stages: ["publish"],
+      publish: { ...base, stage: "publish", script: [`${polyarch} info`, `${polyarch} run`] },
+    });
+  const platforms = c.platforms.value.map(formatPlatform);
+  return stringify({
+    variables,
+    stages: ["test", "build", "merge"],
+    test: { ...base, stage: "test", script: [`${polyarch} run --stages lint,test`] },
+    build: {
+      ...base,
+      stage: "build",
+      parallel: { matrix: [{ PLATFORM: platforms }] },
+      script: [
+        'SLUG=$(echo "${PLATFORM#linux/}" | tr / -)',
+        `${polyarch} run --stages build,publish -p "$PLATFORM" --repository "$REPOSITORY/by-platform" --tag-suffix "-$SLUG"`,
+      ],
+    },
+    merge: {
+      ...base,
+      stage: "merge",
+      script: [
+        `for image in ${c.images.map((i) => i.name).join(" ")}; do for tag in $(${polyarch} tags); do ${polyarch} manifest create "$REGISTRY/$REPOSITORY/$image:$tag" ${platforms.map((p) => `"$REGISTRY/$REPOSITORY/by-platform/$image:$tag-${platformSlug(p)}"`).join(" ")} && ${polyarch} manifest push --purge "$REGISTRY/$REPOSITORY/$image:$tag"; done; done`,
+      ],
+    },
+  });
+}

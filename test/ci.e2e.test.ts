@@ -1,0 +1,127 @@
+/**
+ * The generated CI configuration, executed: the split build's per-platform jobs and its merge
+ * job run here (their shell lines, with polyarch pointing at this checkout) against the real
+ * registry, and the merged index must hold every platform. Also `polyarch info`.
+ */
+import assert from "node:assert/strict";
+import { cp, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parse } from "yaml";
+import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
+import { mustRun, run } from "../src/testing/tools.js";
+import { BIN, cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+
+let work: string;
+let repo: string;
+let reg: RunningRegistry;
+const gitEnv = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "t",
+  GIT_AUTHOR_EMAIL: "t@e",
+  GIT_COMMITTER_NAME: "t",
+  GIT_COMMITTER_EMAIL: "t@e",
+};
+
+before(async () => {
+  work = await tempDir("ci");
+  reg = await startRegistry();
+  repo = path.join(work, "repo");
+  await cp(path.join(ROOT, "examples", "hello"), path.join(repo, "hello"), { recursive: true });
+  await writeFile(
+    path.join(repo, "polyarch.yaml"),
+    `images:\n  - name: hello\n    dir: hello\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\ndestination: { registry: ${reg.host}, repository: acme }\ntags: [commit-short, latest]\n`,
+  );
+  await mustRun("git", ["init", "-q", "-b", "main", repo], { env: gitEnv });
+  await mustRun("git", ["-C", repo, "add", "."], { env: gitEnv });
+  await mustRun("git", ["-C", repo, "commit", "-q", "-m", "one"], { env: gitEnv });
+});
+after(async () => {
+  await reg.stop();
+  await cleanup(work);
+});
+
+describe("polyarch ci", () => {
+  it("writes a GitHub workflow (plain and split) that parses, and refuses to overwrite", async () => {
+    const r = await polyarch(["ci", "github"], { cwd: repo });
+    assert.equal(r.code, 0, r.stderr);
+    const wf = parse(await readFile(path.join(repo, ".github/workflows/polyarch.yml"), "utf8")) as {
+      jobs: Record<string, { steps: { run?: string }[] }>;
+    };
+    assert.ok(wf.jobs["publish"]!.steps.some((s) => s.run?.endsWith("polyarch run")));
+    const again = await polyarch(["ci", "github"], { cwd: repo });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already exists/);
+    const split = parse((await polyarch(["ci", "github", "--split", "--stdout"], { cwd: repo })).stdout) as {
+      jobs: { build: { strategy: { matrix: { include: { platform: string }[] } } } };
+    };
+    assert.deepEqual(
+      split.jobs.build.strategy.matrix.include.map((m) => m.platform),
+      ["linux/amd64", "linux/arm64", "linux/arm/v7"],
+    );
+  });
+
+  it("the split pattern's jobs, run here, give one index with every platform", async () => {
+    const ci = parse((await polyarch(["ci", "gitlab", "--split", "--stdout"], { cwd: repo })).stdout) as {
+      build: { parallel: { matrix: { PLATFORM: string[] }[] }; script: string[] };
+      merge: { script: string[] };
+    };
+    const sh = async (line: string, extra: Record<string, string>) => {
+      const r = await run("sh", ["-c", line.replaceAll("npx --yes polyarch", `node ${BIN}`)], {
+        cwd: repo,
+        env: {
+          ...process.env,
+          REGISTRY: reg.host,
+          REPOSITORY: "acme",
+          POLYARCH_CACHE_DIR: path.join(work, "cache"),
+          DOCKER_CONFIG: path.join(work, "docker"),
+          ...extra,
+        },
+      });
+      assert.equal(r.code, 0, `${line}\n${r.stderr}`);
+    };
+    // A job's script lines share one shell, as in GitLab.
+    for (const platform of ci.build.parallel.matrix[0]!.PLATFORM)
+      await sh(ci.build.script.join("\n"), { PLATFORM: platform });
+    await sh(ci.merge.script.join("\n"), {});
+    // The first test left a workflow file uncommitted, so the tags carry -dirty and latest is not set.
+    const tag = (await polyarch(["tags"], { cwd: repo })).stdout.trim().split("\n")[0]!;
+    assert.match(tag, /^[0-9a-f]{8}-dirty$/);
+    const index = JSON.parse(
+      await mustRun("skopeo", [
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        `docker://${reg.host}/acme/hello:${tag}`,
+      ]),
+    ) as { manifests: { platform: { architecture: string; variant?: string } }[] };
+    assert.deepEqual(
+      index.manifests
+        .map((m) => [m.platform.architecture, m.platform.variant].filter(Boolean).join("/"))
+        .sort(),
+      ["amd64", "arm/v7", "arm64"],
+    );
+  });
+});
+
+describe("polyarch info", () => {
+  it("checks go, git, config and that the registry accepts a push; fails for an unreachable one", async () => {
+    const ok = await polyarch(["info"], { cwd: repo, env: { DOCKER_CONFIG: path.join(work, "docker") } });
+    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+    assert.match(ok.stdout, /^ok {4}go toolchain {17}go1\.\d+/m);
+    assert.match(
+      ok.stdout,
+      new RegExp(
+        `^ok {4}push ${reg.host.replace(/\./g, "\\.")}/acme/hello +registry reachable, credentials may push$`,
+        "m",
+      ),
+    );
+    const bad = await polyarch(["info", "--registry", "127.0.0.1:1"], {
+      cwd: repo,
+      env: { POLYARCH_RETRY_DELAYS_MS: "1,1" },
+    });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /^FAIL {2}push 127\.0\.0\.1:1\/acme\/hello .*connection refused/m);
+    assert.match(bad.stderr, /1 check failed/);
+  });
+});
