@@ -180,6 +180,29 @@ describe("polyarch run", () => {
     );
   });
 
+  it("on a terminal shows a live view per image and platform; in CI plain timestamped lines", async () => {
+    const cmd = `${process.execPath} ${path.join(ROOT, "bin", "polyarch.js")} run --skip lint --skip test`;
+    const tty = await mustRun("script", ["-qec", cmd, "/dev/null"], {
+      cwd: repo,
+      env: { ...process.env, ...env(), CI: "" },
+    });
+    const ESC = String.fromCharCode(27);
+    assert.ok(tty.includes(`${ESC}[2Kpolyarch run: `), "redrawn in place");
+    for (const p of ["linux/amd64", "linux/arm64"]) assert.match(tty, new RegExp(`hello ${p} +done → `));
+    assert.doesNotMatch(
+      tty,
+      /\] build hello linux\/amd64 compiled/,
+      "no plain progress lines under the live view",
+    );
+    const ci = await polyarch(["run", "--skip", "lint", "--skip", "test"], {
+      cwd: repo,
+      env: { ...env(), CI: "true" },
+    });
+    assert.equal(ci.code, 0, ci.stderr);
+    assert.match(ci.stderr, /^\[\d\d:\d\d:\d\d\] build hello linux\/amd64 compiled in/m);
+    assert.ok(!ci.stderr.includes(`${ESC}[`), "no escape codes in CI");
+  });
+
   it("semver as the only rule on an untagged commit is an error, before anything runs", async () => {
     const cfg = await readFile(path.join(repo, "polyarch.yaml"), "utf8");
     await writeFile(

@@ -8,6 +8,7 @@ import { describePlan, executeRun, planRun, type RunEvent, type Stage, STAGES } 
 import { formatPlatform } from "../platform/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
+import { LiveView } from "./_live.js";
 import { makeClient, openLocation } from "./_registry.js";
 import { resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
 import { parseLocation } from "./_targets.js";
@@ -69,13 +70,45 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
     return 0;
   }
   const stamp = () => new Date().toISOString().slice(11, 19);
+  let quietLines = false;
   const say = (s: string) => {
-    if (!flags.json) io.stderr.write(`[${stamp()}] ${s}\n`);
+    if (!flags.json && !quietLines) io.stderr.write(`[${stamp()}] ${s}\n`);
   };
   if (git.dirty) say("warning: the working tree has uncommitted changes; tags carry -dirty");
   for (const l of lines) say(`plan: ${l}`);
+  const live =
+    !flags.json && (io.stderr as { isTTY?: boolean }).isTTY === true && !io.env["CI"]
+      ? new LiveView(io.stderr)
+      : undefined;
+  if (live) {
+    live.header(`polyarch run: ${plan.version}${git.dirty ? " (dirty)" : ""}`);
+    for (const im of plan.images)
+      for (const p of im.platforms) live.set(`${im.name} ${formatPlatform(p)}`, "waiting");
+  }
   const onEvent = (e: RunEvent) => {
     if (flags.json) io.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
+    if (live) {
+      const im = plan.images.find((i) => i.name === e.image);
+      const all = (status: string) =>
+        im?.platforms.forEach((p) => live.set(`${e.image} ${formatPlatform(p)}`, status));
+      if (e.type === "stage" && e.state === "start" && e.stage !== "build")
+        all(e.stage === "publish" ? "uploading…" : `${e.stage}…`);
+      else if (e.type === "stage" && e.state === "done" && e.stage === "test") all("tested");
+      else if (e.type === "build" && e.event.type === "compile-start")
+        live.set(`${e.image} ${formatPlatform(e.event.platform)}`, "compiling…");
+      else if (e.type === "build" && e.event.type === "compile-done")
+        live.set(
+          `${e.image} ${formatPlatform(e.event.platform)}`,
+          `layering (compiled in ${(e.event.ms / 1000).toFixed(1)}s)`,
+        );
+      else if (e.type === "build" && e.event.type === "image")
+        live.set(`${e.image} ${formatPlatform(e.event.platform)}`, `built ${e.event.digest.slice(0, 19)}`);
+      else if (e.type === "published")
+        all(
+          `done → ${e.reference}@${e.digest.slice(0, 19)}${e.uploadedBytes !== undefined ? ` (${humanSize(e.uploadedBytes)} uploaded)` : ""}`,
+        );
+      return;
+    }
     if (e.type === "stage")
       say(
         `${e.stage} ${e.image} ${e.state === "start" ? "…" : `done in ${((e.ms ?? 0) / 1000).toFixed(1)}s`}`,
@@ -93,6 +126,8 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
         `publish ${e.image} → ${e.reference}@${e.digest}${e.uploadedBytes !== undefined ? ` (${humanSize(e.uploadedBytes)} uploaded)` : ""}`,
       );
   };
+  // With the live view, per-step lines would scroll it away (a failing stage still shows its output in the error).
+  quietLines = live !== undefined;
   const client = makeClient(io, flags.insecure);
   const jobs = flags.jobs ? Number(flags.jobs) : os.availableParallelism();
   let results;
@@ -115,12 +150,14 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
       ...(signal ? { signal } : {}),
       onEvent,
       onOutput: (image, stage, chunk) => {
-        if (!flags.json)
+        if (!flags.json && !live)
           for (const l of chunk.split("\n").filter(Boolean))
             io.stderr.write(`[${stamp()}] ${stage} ${image} | ${l}\n`);
       },
     });
   } finally {
+    live?.finish();
+    quietLines = false;
     await client.transport.close();
   }
   // 3. Summary: table on stderr, references on stdout; GitHub Actions outputs and step summary.
