@@ -36,6 +36,11 @@ describe("polyarch.yaml", () => {
       { type: "raw", value: "stable" },
     ]);
     assert.deepEqual(f.environments["prod"], { registry: "registry.example", repository: "acme/prod" });
+    const withEntry = parsePolyarchFile(
+      base.replace("    ports: [8080]", "    ports: [8080]\n    entrypoint: [/app/api, --serve]"),
+      "polyarch.yaml",
+    );
+    assert.deepEqual(withEntry.images[0]!.entrypoint, ["/app/api", "--serve"]);
   });
 
   const bad: [string, string, RegExp][] = [

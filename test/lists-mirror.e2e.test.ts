@@ -1,6 +1,6 @@
 /** Manifest lists by hand (seeds 000/001) and mirroring a thirdparty.txt (seed 002), on the real registry. */
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { sha256 } from "../src/digest/index.js";
@@ -153,6 +153,18 @@ describe("mirror -f thirdparty.txt", () => {
     } finally {
       await proxy.stop();
     }
+  });
+
+  it("takes the list from polyarch.yaml's mirror section when no -f is given", async () => {
+    const dir = path.join(work, "cfg");
+    await mkdir(dir, { recursive: true });
+    await writeFile(
+      path.join(dir, "polyarch.yaml"),
+      `images:\n  - name: x\nmirror:\n  to: ${reg.host}/fromcfg\n  images:\n    - ${reg.host}/build/hello:v1\n`,
+    );
+    const r = await polyarch(["mirror"], { cwd: dir, env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /fromcfg\/build\/hello:v1: copied/);
   });
 
   it("names the file and line of a bad entry", async () => {

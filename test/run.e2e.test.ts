@@ -55,6 +55,7 @@ before(async () => {
   - name: hello
     dir: services/hello
     ports: [8080]
+    entrypoint: [/app/hello, --quiet]
     ldflags: "-X main.version={{version}}"
 platforms: [linux/amd64, linux/arm64]
 destination:

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { parseMirrorList } from "../copy/mirror.js";
+import { loadConfigFile } from "../config/index.js";
 import type { Digest } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
 import { RegistryPublisher } from "../publish/registry.js";
@@ -22,24 +23,36 @@ export interface MirrorFlags {
  * nothing: its tag moves only after all its children are stored.
  */
 export async function runMirror(flags: MirrorFlags, io: CliIO, signal?: AbortSignal): Promise<number> {
-  if (!flags.file)
-    throw new PolyarchError({
-      code: "E_INPUT",
-      message: "mirror needs a list",
-      hint: "Pass -f thirdparty.txt (one `source [destination]` per line).",
-    });
-  let text: string;
-  try {
-    text = await readFile(flags.file, "utf8");
-  } catch (e) {
-    throw new PolyarchError({
-      code: "E_INPUT",
-      message: `cannot read ${flags.file}`,
-      hint: "Check the path of the mirror list.",
-      cause: e,
-    });
+  // The list: -f <file>, else the mirror section of polyarch.yaml (its `to` unless --to is given).
+  let entries;
+  if (flags.file) {
+    let text: string;
+    try {
+      text = await readFile(flags.file, "utf8");
+    } catch (e) {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `cannot read ${flags.file}`,
+        hint: "Check the path of the mirror list.",
+        cause: e,
+      });
+    }
+    entries = parseMirrorList(text, flags.file, flags.to);
+  } else {
+    const file = await loadConfigFile(io.cwd).catch(() => undefined);
+    if (!file?.mirror?.images.length) {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: "mirror needs a list",
+        hint: "Pass -f thirdparty.txt (one `source [destination]` per line), or add mirror.images to polyarch.yaml.",
+      });
+    }
+    entries = parseMirrorList(
+      file.mirror.images.join("\n"),
+      `${file.file} mirror.images`,
+      flags.to ?? file.mirror.to,
+    );
   }
-  const entries = parseMirrorList(text, flags.file, flags.to);
   const client = makeClient(io, flags.insecure);
   const rows = [["SOURCE", "DESTINATION", "RESULT", "DIGEST"]];
   const results: { source: string; destination: string; result: string; digest: string }[] = [];

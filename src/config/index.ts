@@ -36,6 +36,7 @@ export interface ResolvedImage {
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags: string | undefined;
+  entrypoint: string[] | undefined;
   /** Where it is published; undefined means the OCI layout output. */
   reference: Reference | undefined;
 }
@@ -163,6 +164,7 @@ export function resolveConfig(
       env: im.env,
       labels: im.labels,
       ldflags: im.ldflags,
+      entrypoint: im.entrypoint,
       reference,
     };
   });

@@ -18,6 +18,8 @@ export interface ImageConfigFile {
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags?: string;
+  /** Replaces the default entrypoint ([/app/<binary>]), e.g. [/app/api, --serve]. */
+  entrypoint?: string[];
 }
 
 export interface EnvironmentConfig {
@@ -163,6 +165,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "builder",
     "base",
     "platforms",
+    "entrypoint",
     "user",
     "ports",
     "env",
@@ -197,6 +200,11 @@ function image(v: unknown, p: Path): ImageConfigFile {
   if (user) out.user = user;
   const ldflags = optStr(o["ldflags"], [...p, "ldflags"]);
   if (ldflags) out.ldflags = ldflags;
+  if (o["entrypoint"] !== undefined) {
+    if (!Array.isArray(o["entrypoint"]) || o["entrypoint"].length === 0)
+      throw new Located([...p, "entrypoint"], "expected a non-empty list, e.g. [/app/api, --serve]");
+    out.entrypoint = (o["entrypoint"] as unknown[]).map((x, i) => str(x, [...p, "entrypoint", i]));
+  }
   return out;
 }
 

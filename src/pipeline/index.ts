@@ -40,6 +40,7 @@ export interface PlannedImage {
   ports: string[];
   labels: Record<string, string>;
   user: string | undefined;
+  entrypoint: string[] | undefined;
 }
 
 export interface Plan {
@@ -127,6 +128,7 @@ export function planRun(
       ports: im.ports,
       labels: im.labels,
       user: im.user,
+      entrypoint: im.entrypoint,
     };
   });
   return {
@@ -274,6 +276,7 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
         labels: im.labels,
         annotations: im.annotations,
         ...(im.user ? { user: im.user } : {}),
+        ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
       },
       ...(resolved ? { base: resolved.base } : {}),
     });

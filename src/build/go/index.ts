@@ -54,6 +54,8 @@ export interface GoBuildOptions {
     labels: Record<string, string>;
     annotations: Record<string, string>;
     cmd?: string[];
+    /** Replaces [/app/<binary>]. */
+    entrypoint?: string[];
   };
   /** Base image per platform (formatPlatform key); scratch when absent. */
   base?: Map<string, BaseImage>;
@@ -324,7 +326,7 @@ export class GoBuilder implements Builder {
       ...(base ? { base } : {}),
       layers,
       created,
-      entrypoint: [isWindows ? `C:\\app\\${binName}` : `${APP_DIR}/${binName}`],
+      entrypoint: o.image.entrypoint ?? [isWindows ? `C:\\app\\${binName}` : `${APP_DIR}/${binName}`],
       ...(o.image.cmd ? { cmd: o.image.cmd } : {}),
       env,
       ...(o.image.user ? { user: o.image.user } : {}),
