@@ -19,6 +19,7 @@ import { RegistryPublisher } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import type { RegistryClient } from "../registry/index.js";
 import { expandTags, platformTag, sanitizeTag, semverOf } from "../tags/index.js";
+import { Semaphore } from "../util/limit.js";
 import { validateTag } from "../ref/index.js";
 
 export type Stage = "lint" | "test" | "build" | "publish";
@@ -248,48 +249,53 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
     }
   }
   if (!plan.stages.includes("build")) return [];
-  // Build every image first: a failing platform stops the run before any tag moves.
-  const built: {
+  // Build every image first: a failing platform stops the run before any tag moves. Images
+  // build at the same time, their compiles sharing one limit of `jobs` (the cores).
+  type Built = {
     im: PlannedImage;
     index: Index;
     times: Map<string, number>;
     mountFrom?: { registry: string; repository: string };
-  }[] = [];
-  for (const im of plan.images) {
-    const t0 = performance.now();
-    emit({ type: "stage", stage: "build", image: im.name, state: "start" });
-    const resolved = im.base ? await deps.resolveBase(im.base, im.platforms) : undefined;
-    const times = new Map<string, number>();
-    const builder = new GoBuilder({
-      dir: im.dir,
-      mainPackage: im.main,
-      platforms: im.platforms,
-      sourceDateEpoch: plan.sourceDateEpoch,
-      env: deps.env,
-      goBinary: deps.env["POLYARCH_GO"] || "go",
-      cacheDir: deps.cacheDir,
-      jobs: deps.jobs,
-      ...(im.ldflags ? { ldflags: im.ldflags } : {}),
-      image: {
-        env: im.env,
-        exposedPorts: im.ports,
-        labels: im.labels,
-        annotations: im.annotations,
-        ...(im.user ? { user: im.user } : {}),
-        ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
-      },
-      ...(resolved ? { base: resolved.base } : {}),
-    });
-    const { index } = await builder.build({
-      onEvent: (e) => {
-        if (e.type === "compile-done") times.set(formatPlatform(e.platform), e.ms);
-        emit({ type: "build", image: im.name, event: e });
-      },
-      ...(deps.signal ? { signal: deps.signal } : {}),
-    });
-    built.push({ im, index, times, ...(resolved?.mountFrom ? { mountFrom: resolved.mountFrom } : {}) });
-    emit({ type: "stage", stage: "build", image: im.name, state: "done", ms: performance.now() - t0 });
-  }
+  };
+  const limiter = new Semaphore(Math.max(1, deps.jobs));
+  const built: Built[] = await Promise.all(
+    plan.images.map(async (im): Promise<Built> => {
+      const t0 = performance.now();
+      emit({ type: "stage", stage: "build", image: im.name, state: "start" });
+      const resolved = im.base ? await deps.resolveBase(im.base, im.platforms) : undefined;
+      const times = new Map<string, number>();
+      const builder = new GoBuilder({
+        dir: im.dir,
+        mainPackage: im.main,
+        platforms: im.platforms,
+        sourceDateEpoch: plan.sourceDateEpoch,
+        env: deps.env,
+        goBinary: deps.env["POLYARCH_GO"] || "go",
+        cacheDir: deps.cacheDir,
+        jobs: deps.jobs,
+        limiter,
+        ...(im.ldflags ? { ldflags: im.ldflags } : {}),
+        image: {
+          env: im.env,
+          exposedPorts: im.ports,
+          labels: im.labels,
+          annotations: im.annotations,
+          ...(im.user ? { user: im.user } : {}),
+          ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
+        },
+        ...(resolved ? { base: resolved.base } : {}),
+      });
+      const { index } = await builder.build({
+        onEvent: (e) => {
+          if (e.type === "compile-done") times.set(formatPlatform(e.platform), e.ms);
+          emit({ type: "build", image: im.name, event: e });
+        },
+        ...(deps.signal ? { signal: deps.signal } : {}),
+      });
+      emit({ type: "stage", stage: "build", image: im.name, state: "done", ms: performance.now() - t0 });
+      return { im, index, times, ...(resolved?.mountFrom ? { mountFrom: resolved.mountFrom } : {}) };
+    }),
+  );
   const results: ImageResult[] = [];
   for (const { im, index, times, mountFrom } of built) {
     const platforms = await Promise.all(

@@ -23,6 +23,7 @@ import { Annotation } from "../../manifest/index.js";
 import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
 import type { BuildEvent, Builder, BuildResult } from "../index.js";
+import { Semaphore } from "../../util/limit.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
 export const APP_DIR = "/app";
@@ -57,6 +58,8 @@ export interface GoBuildOptions {
     /** Replaces [/app/<binary>]. */
     entrypoint?: string[];
   };
+  /** Shared compile slots when several builds run at once (defaults to `jobs` slots of its own). */
+  limiter?: Semaphore;
   /** Base image per platform (formatPlatform key); scratch when absent. */
   base?: Map<string, BaseImage>;
   exec?: Exec;
@@ -202,7 +205,7 @@ export class GoBuilder implements Builder {
     const tarOpts: TarOptions = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     const created = isoTime(o.sourceDateEpoch);
     const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
-    const slots = new Semaphore(Math.max(1, o.jobs));
+    const slots = o.limiter ?? new Semaphore(Math.max(1, o.jobs));
     try {
       const staticP = pkgP.then((pkg) => this.#staticLayer(pkg, tarOpts, emit, pool));
       staticP.catch(() => {});
@@ -504,26 +507,6 @@ async function writeAtomic(file: string, data: string): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   await writeFile(tmp, data);
   await rename(tmp, file);
-}
-
-/** At most n tasks inside `run` at once. */
-class Semaphore {
-  #free: number;
-  #waiting: (() => void)[] = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((r) => this.#waiting.push(r));
-    try {
-      return await fn();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    }
-  }
 }
 
 function firstLine(s: string): string {
