@@ -62,3 +62,18 @@ export async function polyarch(
 export async function cleanup(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
+
+/** The identity and environment git needs in tests (no global config is assumed). */
+export const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "t",
+  GIT_AUTHOR_EMAIL: "t@e",
+  GIT_COMMITTER_NAME: "t",
+  GIT_COMMITTER_EMAIL: "t@e",
+};
+
+/** A git helper bound to one throwaway repository on branch main. */
+export async function gitRepo(dir: string): Promise<(...args: string[]) => Promise<string>> {
+  await mustRun("git", ["init", "-q", "-b", "main", dir], { env: GIT_ENV });
+  return (...args: string[]) => mustRun("git", ["-C", dir, ...args], { env: GIT_ENV });
+}

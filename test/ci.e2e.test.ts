@@ -10,18 +10,11 @@ import { after, before, describe, it } from "node:test";
 import { parse } from "yaml";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { mustRun, run } from "../src/testing/tools.js";
-import { BIN, cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+import { BIN, cleanup, gitRepo, polyarch, ROOT, tempDir } from "./_fixture.js";
 
 let work: string;
 let repo: string;
 let reg: RunningRegistry;
-const gitEnv = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "t",
-  GIT_AUTHOR_EMAIL: "t@e",
-  GIT_COMMITTER_NAME: "t",
-  GIT_COMMITTER_EMAIL: "t@e",
-};
 
 before(async () => {
   work = await tempDir("ci");
@@ -32,9 +25,9 @@ before(async () => {
     path.join(repo, "polyarch.yaml"),
     `images:\n  - name: hello\n    dir: hello\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\ndestination: { registry: ${reg.host}, repository: acme }\ntags: [commit-short, latest]\n`,
   );
-  await mustRun("git", ["init", "-q", "-b", "main", repo], { env: gitEnv });
-  await mustRun("git", ["-C", repo, "add", "."], { env: gitEnv });
-  await mustRun("git", ["-C", repo, "commit", "-q", "-m", "one"], { env: gitEnv });
+  const git = await gitRepo(repo);
+  await git("add", ".");
+  await git("commit", "-q", "-m", "one");
 });
 after(async () => {
   await reg.stop();

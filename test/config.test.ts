@@ -4,8 +4,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePolyarchFile, resolveConfig } from "../src/config/index.js";
 import { formatPlatform } from "../src/platform/index.js";
-import { mustRun } from "../src/testing/tools.js";
-import { cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+import { cleanup, gitRepo, polyarch, ROOT, tempDir } from "./_fixture.js";
 
 const base = `images:
   - name: api
@@ -131,17 +130,11 @@ describe("polyarch.yaml", () => {
 
 describe("polyarch init, config and tags on a repository", () => {
   let dir: string;
-  const gitEnv = {
-    ...process.env,
-    GIT_AUTHOR_NAME: "t",
-    GIT_AUTHOR_EMAIL: "t@e",
-    GIT_COMMITTER_NAME: "t",
-    GIT_COMMITTER_EMAIL: "t@e",
-  };
+  let git: (...args: string[]) => Promise<string>;
   before(async () => {
     dir = await tempDir("init");
     await cp(path.join(ROOT, "examples"), path.join(dir, "examples"), { recursive: true });
-    await mustRun("git", ["init", "-q", "-b", "main", dir], { env: gitEnv });
+    git = await gitRepo(dir);
   });
   after(() => cleanup(dir));
 
@@ -161,10 +154,10 @@ describe("polyarch init, config and tags on a repository", () => {
   });
 
   it("tags prints semver, commit-short and latest for a tagged commit on main, -dirty when dirty", async () => {
-    await mustRun("git", ["-C", dir, "add", "."], { env: gitEnv });
-    await mustRun("git", ["-C", dir, "commit", "-q", "-m", "one"], { env: gitEnv });
-    await mustRun("git", ["-C", dir, "tag", "v3.1.4"], { env: gitEnv });
-    const sha = (await mustRun("git", ["-C", dir, "rev-parse", "HEAD"])).trim();
+    await git("add", ".");
+    await git("commit", "-q", "-m", "one");
+    await git("tag", "v3.1.4");
+    const sha = (await git("rev-parse", "HEAD")).trim();
     const r = await polyarch(["tags"], { cwd: dir });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), ["3.1.4", "3.1", "3", sha.slice(0, 8), "latest"]);

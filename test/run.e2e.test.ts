@@ -10,19 +10,12 @@ import { after, before, describe, it } from "node:test";
 import { sha256 } from "../src/digest/index.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { mustRun } from "../src/testing/tools.js";
-import { cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+import { cleanup, gitRepo, polyarch, ROOT, tempDir } from "./_fixture.js";
 
 let work: string;
 let repo: string;
 let reg: RunningRegistry;
-const gitEnv = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "t",
-  GIT_AUTHOR_EMAIL: "t@e",
-  GIT_COMMITTER_NAME: "t",
-  GIT_COMMITTER_EMAIL: "t@e",
-};
-const git = (...args: string[]) => mustRun("git", ["-C", repo, ...args], { env: gitEnv });
+let git: (...args: string[]) => Promise<string>;
 const env = () => ({
   POLYARCH_CACHE_DIR: path.join(work, "cache"),
   DOCKER_CONFIG: path.join(work, "docker"),
@@ -71,7 +64,7 @@ environments:
   dev: { repository: acme/dev }
 `,
   );
-  await mustRun("git", ["init", "-q", "-b", "main", repo], { env: gitEnv });
+  git = await gitRepo(repo);
   await git("add", ".");
   await git("commit", "-q", "-m", "first");
 });

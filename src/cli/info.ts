@@ -74,27 +74,7 @@ export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
         if (seen.has(key)) continue;
         seen.add(key);
         try {
-          const scopes = [`repository:${repo.repository}:pull,push`];
-          const res = await client.transport.request({
-            method: "POST",
-            registry: repo.registry,
-            path: `/v2/${repo.repository}/blobs/uploads/`,
-            headers: { "content-length": "0" },
-            scopes,
-            expect: [202],
-          });
-          await res.body.dump();
-          const loc = res.headers["location"];
-          if (typeof loc === "string") {
-            const del = await client.transport.request({
-              method: "DELETE",
-              registry: repo.registry,
-              path: new URL(loc, res.url).toString(),
-              scopes,
-              expect: [200, 202, 204, 404, 405],
-            });
-            await del.body.dump();
-          }
+          await client.canPush(repo);
           line(true, `push ${key}`, "registry reachable, credentials may push");
         } catch (e) {
           line(

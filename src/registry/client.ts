@@ -490,6 +490,33 @@ export class RegistryClient {
     return new URL(loc, res.url).toString();
   }
 
+  /**
+   * Whether the credentials may push to a repository: opens an upload session and cancels
+   * it, the registry's own permission check (nothing is written).
+   */
+  async canPush(repo: Repo, signal?: AbortSignal): Promise<void> {
+    const scopes = push(repo);
+    const res = await this.transport.request({
+      method: "POST",
+      registry: repo.registry,
+      path: `/v2/${repo.repository}/blobs/uploads/`,
+      headers: { "content-length": "0" },
+      scopes,
+      expect: [202],
+      ...(signal ? { signal } : {}),
+    });
+    await res.body.dump();
+    const del = await this.transport.request({
+      method: "DELETE",
+      registry: repo.registry,
+      path: this.#location(res),
+      scopes,
+      expect: [200, 202, 204, 404, 405],
+      ...(signal ? { signal } : {}),
+    });
+    await del.body.dump();
+  }
+
   /** All tags of a repository, following Link pagination with n ≤ 1000 (ECR's limit). */
   async listTags(repo: Repo, signal?: AbortSignal): Promise<string[]> {
     const tags: string[] = [];
