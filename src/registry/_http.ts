@@ -24,7 +24,13 @@ export interface HttpOptions {
   idleTimeoutMs?: number;
 }
 
-export class HttpClient {
+/** What the transport needs from HTTP; tests inject a scripted one. */
+export interface HttpLike {
+  request(url: string | URL, opts: HttpOptions): Promise<HttpResponse>;
+  close(): void;
+}
+
+export class HttpClient implements HttpLike {
   readonly #http = new http.Agent({ keepAlive: true, maxSockets: 16 });
   readonly #https = new https.Agent({ keepAlive: true, maxSockets: 16 });
 

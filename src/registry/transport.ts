@@ -15,7 +15,7 @@
  * then ≈3 s (±10 %), or `Retry-After` when given (up to 60 s). Requests inside an operation are
  * never retried on their own, so retries do not multiply. An abort is never retried.
  */
-import { HttpClient, type HttpResponse, type ResponseBody } from "./_http.js";
+import { HttpClient, type HttpLike, type HttpResponse, type ResponseBody } from "./_http.js";
 import { PolyarchError } from "../errors.js";
 import { parseChallenge } from "./_challenge.js";
 import { anonymous, type Credential, type CredentialStore } from "./credentials.js";
@@ -61,7 +61,7 @@ export interface TransportOptions {
   /** Registries (host[:port]) that may be reached over plain HTTP besides localhost. */
   insecure?: readonly string[];
   retry?: Partial<RetryPolicy>;
-  http?: HttpClient;
+  http?: HttpLike;
   userAgent?: string;
 }
 
@@ -136,7 +136,7 @@ export class Transport {
   readonly #creds: CredentialStore;
   readonly #insecure: Set<string>;
   readonly retryPolicy: RetryPolicy;
-  readonly #http: HttpClient;
+  readonly #http: HttpLike;
   readonly #ua: string;
   readonly #auth = new Map<string, CachedAuth>();
   /** Token fetches in flight, so parallel requests that all meet a 401 share one token. */
