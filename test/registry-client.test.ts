@@ -48,6 +48,29 @@ describe("registry client", () => {
     }
   });
 
+  it("resumes a blob download cut halfway with Range, and still checks the digest", async () => {
+    const big = Buffer.from(Array.from({ length: 3 * 1024 * 1024 }, (_, i) => (i * 31) % 256));
+    const d = { digest: sha256(big), size: big.length };
+    const direct = new RegistryClient(new Transport());
+    const proxy = await startProxy(reg.host);
+    const viaProxy = new RegistryClient(new Transport({ retry: { attempts: 1 } }));
+    try {
+      const repo = { registry: reg.host, repository: "lib/resume" };
+      assert.equal(await direct.uploadBlob(repo, d, () => [big]), "uploaded");
+      proxy.faults.push({ method: "GET", path: /\/blobs\/sha256:/, times: 1, kind: "truncate" });
+      const out: Uint8Array[] = [];
+      for await (const c of viaProxy.blob({ registry: proxy.host, repository: "lib/resume" }, d)) out.push(c);
+      assert.ok(Buffer.concat(out).equals(big));
+      const gets = proxy.log.filter((l) => l.method === "GET" && /\/blobs\//.test(l.path));
+      assert.equal(gets.length, 2);
+      assert.match(gets[1]!.range ?? "", /^bytes=[1-9]\d*-$/, "the second request asks only for the rest");
+    } finally {
+      await direct.transport.close();
+      await viaProxy.transport.close();
+      await proxy.stop();
+    }
+  });
+
   it("refuses to upload bytes that do not match the digest, committing nothing", async () => {
     const client = new RegistryClient(new Transport({ retry: { attempts: 1 } }));
     try {

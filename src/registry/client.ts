@@ -22,7 +22,7 @@ import {
 } from "../manifest/index.js";
 import type { Reference } from "../ref/index.js";
 import { fixedBlocks } from "../util/blocks.js";
-import { MAX_ERROR_BODY, parseErrorBody } from "./errors.js";
+import { isRetryableNetworkError, MAX_ERROR_BODY, parseErrorBody } from "./errors.js";
 import { header, Transport, type TransportResponse } from "./transport.js";
 
 export interface Repo {
@@ -259,42 +259,89 @@ export class RegistryClient {
     );
   }
 
-  /** Streams a blob, verified against its descriptor as it arrives (at most `size` bytes are read). */
+  /**
+   * Streams a blob, verified against its descriptor as it arrives (at most `size` bytes are
+   * read). A connection that drops mid-blob is resumed (reliability.md REG-14): the rest is
+   * asked for with `Range: bytes=<offset>-`; a 206 must start at that offset, a 200 (Range
+   * ignored) is read from the start with the bytes already had skipped. At most 3 resumes;
+   * the digest is still checked over the whole.
+   */
   async *blob(
     repo: Repo,
     desc: Pick<Descriptor, "digest" | "size">,
     signal?: AbortSignal,
   ): AsyncGenerator<Uint8Array> {
-    const res = await this.transport.retry(
-      `reading blob ${desc.digest}`,
-      () =>
-        this.transport.request({
-          method: "GET",
-          registry: repo.registry,
-          path: `/v2/${repo.repository}/blobs/${desc.digest}`,
-          scopes: pull(repo),
-          expect: [200],
-          ...(signal ? { signal } : {}),
-        }),
-      signal,
+    yield* verifyingStream(
+      this.#resumingBody(repo, desc, signal),
+      desc,
+      `blob ${desc.digest} from ${repo.registry}`,
     );
-    const declared = Number(header(res, "content-length") ?? "NaN");
-    if (Number.isFinite(declared) && declared !== desc.size) {
-      await res.body.dump();
-      throw new PolyarchError({
-        code: "E_DIGEST",
-        message: `size mismatch for blob ${desc.digest}: want ${desc.size} bytes, the registry sends ${declared}`,
-        hint: "The registry holds different content under this digest.",
-      });
-    }
-    try {
-      yield* verifyingStream(
-        res.body as AsyncIterable<Uint8Array>,
-        desc,
-        `blob ${desc.digest} from ${repo.registry}`,
+  }
+
+  async *#resumingBody(
+    repo: Repo,
+    desc: Pick<Descriptor, "digest" | "size">,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Uint8Array> {
+    let offset = 0;
+    for (let resumes = 0; ; resumes++) {
+      const range = offset > 0 ? { range: `bytes=${offset}-` } : undefined;
+      const res = await this.transport.retry(
+        `reading blob ${desc.digest}`,
+        () =>
+          this.transport.request({
+            method: "GET",
+            registry: repo.registry,
+            path: `/v2/${repo.repository}/blobs/${desc.digest}`,
+            ...(range ? { headers: range } : {}),
+            scopes: pull(repo),
+            expect: range ? [200, 206] : [200],
+            ...(signal ? { signal } : {}),
+          }),
+        signal,
       );
-    } finally {
-      if (!res.body.destroyed) res.body.destroy();
+      let skip = 0;
+      if (res.status === 206) {
+        const start = Number(/^bytes (\d+)-/.exec(header(res, "content-range") ?? "")?.[1]);
+        if (start !== offset) {
+          await res.body.dump();
+          throw new PolyarchError({
+            code: "E_REGISTRY",
+            message: `the registry resumed blob ${desc.digest} at byte ${start}, not ${offset}`,
+            hint: "The registry's range support is broken; try again.",
+          });
+        }
+      } else {
+        const declared = Number(header(res, "content-length") ?? "NaN");
+        if (Number.isFinite(declared) && declared !== desc.size) {
+          await res.body.dump();
+          throw new PolyarchError({
+            code: "E_DIGEST",
+            message: `size mismatch for blob ${desc.digest}: want ${desc.size} bytes, the registry sends ${declared}`,
+            hint: "The registry holds different content under this digest.",
+          });
+        }
+        skip = offset; // Range ignored: drop what we already have.
+      }
+      try {
+        for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+          let c = chunk;
+          if (skip > 0) {
+            const n = Math.min(skip, c.byteLength);
+            skip -= n;
+            c = c.subarray(n);
+            if (c.byteLength === 0) continue;
+          }
+          offset += c.byteLength;
+          yield c;
+        }
+        return;
+      } catch (e) {
+        signal?.throwIfAborted();
+        if (resumes >= 3 || offset >= desc.size || !isRetryableNetworkError(e)) throw e;
+      } finally {
+        if (!res.body.destroyed) res.body.destroy();
+      }
     }
   }
 

@@ -21,6 +21,7 @@ export interface ProxyLog {
   path: string;
   status: number;
   bytesIn: number;
+  range?: string;
 }
 
 export interface FaultProxy {
@@ -40,7 +41,13 @@ export async function startProxy(targetHost: string): Promise<FaultProxy> {
     const path = req.url ?? "/";
     const fault = faults.find((f) => f.times > 0 && (!f.method || f.method === method) && f.path.test(path));
     if (fault) fault.times--;
-    const entry: ProxyLog = { method, path, status: 0, bytesIn: 0 };
+    const entry: ProxyLog = {
+      method,
+      path,
+      status: 0,
+      bytesIn: 0,
+      ...(req.headers.range ? { range: req.headers.range } : {}),
+    };
     log.push(entry);
     if (fault?.kind === "reset") {
       req.socket.destroy();
@@ -97,8 +104,10 @@ export async function startProxy(targetHost: string): Promise<FaultProxy> {
             } else {
               // Declare the full length, send half, then cut the connection.
               res.writeHead(up.statusCode ?? 200, headers);
-              res.write(body.subarray(0, Math.floor(body.length / 2)));
-              res.socket?.destroy();
+              // Cut only after the first half has left, so the client sees headers and a short body.
+              res.write(body.subarray(0, Math.floor(body.length / 2)), () =>
+                setTimeout(() => res.socket?.destroy(), 20),
+              );
             }
           });
           return;
