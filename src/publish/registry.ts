@@ -65,7 +65,7 @@ export class RegistryPublisher implements Publisher {
         return result !== "exists";
       },
       putManifest: async (desc: Descriptor, raw: Uint8Array) => {
-        const have = await client.headManifest({ ...repo, digest: desc.digest }, signal);
+        const have = await client.headManifest({ ...repo, digest: desc.digest }, signal, { forPush: true });
         if (have?.digest === desc.digest) {
           this.stats.manifestsPresent++;
           return false;

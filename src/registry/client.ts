@@ -165,7 +165,11 @@ export class RegistryClient {
   }
 
   /** HEADs a manifest: its descriptor, or undefined when absent. */
-  async headManifest(ref: Reference, signal?: AbortSignal): Promise<Descriptor | undefined> {
+  async headManifest(
+    ref: Reference,
+    signal?: AbortSignal,
+    opts: { forPush?: boolean } = {},
+  ): Promise<Descriptor | undefined> {
     const id = ref.digest ?? ref.tag ?? "latest";
     return this.transport.retry(
       `checking manifest ${ref.repository}:${id}`,
@@ -175,7 +179,8 @@ export class RegistryClient {
           registry: ref.registry,
           path: `/v2/${ref.repository}/manifests/${id}`,
           headers: { accept: MANIFEST_ACCEPT.join(", ") },
-          scopes: pull(ref),
+          // A publisher checking before it writes asks with its push scope, so one token serves both.
+          scopes: opts.forPush ? push(ref) : pull(ref),
           // 403 on HEAD means "unknown, proceed" on some registries (JFrog, REG-12).
           expect: [200, 404, 403, 405],
           ...(signal ? { signal } : {}),

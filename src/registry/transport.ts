@@ -165,29 +165,38 @@ export class Transport {
     return `${registry} ${[...scopes].sort().join(" ")}`;
   }
 
-  /** A cached authorization valid for these scopes: the same set, or one that grants more (push includes pull). */
-  #cached(registry: string, scopes: string[]): CachedAuth | undefined {
-    const now = Date.now();
-    const exact = this.#auth.get(this.#cacheKey(registry, scopes));
-    if (exact && exact.expires > now) return exact;
+  /** True when a cache key (registry + scopes) grants every wanted scope (push includes pull). */
+  #covers(key: string, registry: string, scopes: string[]): boolean {
     const grants = (have: string, want: string) => {
       const [ht, hn, ha] = have.split(":");
       const [wt, wn, wa] = want.split(":");
       return ht === wt && hn === wn && (wa ?? "").split(",").every((a) => (ha ?? "").split(",").includes(a));
     };
-    for (const [key, auth] of this.#auth) {
-      const [reg, ...have] = key.split(" ");
-      if (reg !== registry || auth.expires <= now) continue;
-      if (scopes.every((w) => have.some((h) => grants(h, w)))) return auth;
-    }
+    const [reg, ...have] = key.split(" ");
+    return reg === registry && scopes.every((w) => have.some((h) => grants(h, w)));
+  }
+
+  /** A cached authorization valid for these scopes: the same set, or one that grants more. */
+  #cached(registry: string, scopes: string[]): CachedAuth | undefined {
+    const now = Date.now();
+    const exact = this.#auth.get(this.#cacheKey(registry, scopes));
+    if (exact && exact.expires > now) return exact;
+    for (const [key, auth] of this.#auth)
+      if (auth.expires > now && this.#covers(key, registry, scopes)) return auth;
+    return undefined;
+  }
+
+  /** A token fetch in flight whose scopes cover these: wait for it rather than start another. */
+  async #pendingCovering(registry: string, scopes: string[]): Promise<CachedAuth | undefined> {
+    for (const [key, p] of this.#pending)
+      if (this.#covers(key, registry, scopes)) return p.catch(() => undefined);
     return undefined;
   }
 
   /** One request with the auth handshake; no retries (see `retry`). */
   async request(req: TransportRequest): Promise<TransportResponse> {
-    const key = this.#cacheKey(req.registry, req.scopes);
     let auth =
-      this.#cached(req.registry, req.scopes) ?? (await this.#pending.get(key)?.catch(() => undefined));
+      this.#cached(req.registry, req.scopes) ?? (await this.#pendingCovering(req.registry, req.scopes));
     if (!auth && this.#basic.has(req.registry)) auth = await this.#basicAuth(req.registry);
     let res = await this.#send(req, auth?.header);
     if (res.status === 401) {
