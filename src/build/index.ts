@@ -5,7 +5,7 @@ import type { Platform } from "../platform/index.js";
 export type BuildEvent =
   | { type: "resolve"; target: string; name: string }
   | { type: "compile-start"; platform: Platform }
-  | { type: "compile-done"; platform: Platform; ms: number; cached: boolean }
+  | { type: "compile-done"; platform: Platform; ms: number }
   | { type: "layer"; platform: Platform | "all"; digest: string; size: number; cached: boolean; what: string }
   | { type: "image"; platform: Platform; digest: string; size: number };
 

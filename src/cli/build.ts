@@ -14,6 +14,7 @@ import { makeClient, openLocation } from "./_registry.js";
 import { baseImagesFor } from "../image/base.js";
 import type { BaseImage } from "../image/assemble.js";
 import { formatReference } from "../ref/index.js";
+import { platformTag } from "../tags/index.js";
 import { parseLocation, parseOutput } from "./_targets.js";
 import { RegistryPublisher } from "../publish/registry.js";
 
@@ -112,129 +113,121 @@ export async function runBuild(
   // The base, resolved per platform before any compile: a missing platform fails fast.
   let base: Map<string, BaseImage> | undefined;
   let baseLoc: ReturnType<typeof parseLocation> | undefined;
-  const baseClient = flags.base ? makeClient(io, flags.insecure) : undefined;
-  if (flags.base && baseClient) {
-    baseLoc = parseLocation(flags.base);
-    if (baseLoc.kind === "tarball") {
-      throw new PolyarchError({
-        code: "E_INPUT",
-        message: `--base cannot be a tarball (${flags.base})`,
-        hint: "Use a registry reference or oci:<dir>[:tag].",
-      });
+  // One registry client serves the base and the push, and is closed however the build ends.
+  const client = flags.base || pushLoc ? makeClient(io, flags.insecure) : undefined;
+  try {
+    if (flags.base && client) {
+      baseLoc = parseLocation(flags.base);
+      if (baseLoc.kind === "tarball") {
+        throw new PolyarchError({
+          code: "E_INPUT",
+          message: `--base cannot be a tarball (${flags.base})`,
+          hint: "Use a registry reference or oci:<dir>[:tag].",
+        });
+      }
+      const name = baseLoc.kind === "registry" ? formatReference(baseLoc.ref) : flags.base;
+      base = await baseImagesFor(await openLocation(baseLoc, client, signal), platforms, name);
     }
-    const name = baseLoc.kind === "registry" ? formatReference(baseLoc.ref) : flags.base;
-    base = await baseImagesFor(await openLocation(baseLoc, baseClient, signal), platforms, name);
-  }
-  const log = (s: string) => {
-    if (!flags.quiet) io.stderr.write(`${s}\n`);
-  };
-  const started = performance.now();
-  const builder = new GoBuilder({
-    dir,
-    mainPackage: ".",
-    platforms,
-    sourceDateEpoch: epoch.value,
-    env: io.env,
-    goBinary: io.env["POLYARCH_GO"] || "go",
-    cacheDir: resolveCacheDir(io.env),
-    jobs,
-    ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
-    ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
-    image,
-    ...(base ? { base } : {}),
-  });
-  const times = new Map<string, number>();
-  const onEvent = (e: BuildEvent) => {
-    if (e.type === "resolve")
-      log(
-        `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
-      );
-    if (e.type === "compile-done") {
-      times.set(formatPlatform(e.platform), e.ms);
-      log(`  compiled ${formatPlatform(e.platform)} in ${(e.ms / 1000).toFixed(1)}s`);
-    }
-    if (e.type === "layer" && e.platform === "all")
-      log(`  static files layer ${e.digest.slice(0, 19)} ${humanSize(e.size)}${e.cached ? " (cached)" : ""}`);
-  };
-  const { index, name } = await builder.build({ onEvent, ...(signal ? { signal } : {}) });
+    const log = (s: string) => {
+      if (!flags.quiet) io.stderr.write(`${s}\n`);
+    };
+    const started = performance.now();
+    const builder = new GoBuilder({
+      dir,
+      mainPackage: ".",
+      platforms,
+      sourceDateEpoch: epoch.value,
+      env: io.env,
+      goBinary: io.env["POLYARCH_GO"] || "go",
+      cacheDir: resolveCacheDir(io.env),
+      jobs,
+      ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
+      ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
+      image,
+      ...(base ? { base } : {}),
+    });
+    const times = new Map<string, number>();
+    const onEvent = (e: BuildEvent) => {
+      if (e.type === "resolve")
+        log(
+          `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
+        );
+      if (e.type === "compile-done") {
+        times.set(formatPlatform(e.platform), e.ms);
+        log(`  compiled ${formatPlatform(e.platform)} in ${(e.ms / 1000).toFixed(1)}s`);
+      }
+      if (e.type === "layer" && e.platform === "all")
+        log(
+          `  static files layer ${e.digest.slice(0, 19)} ${humanSize(e.size)}${e.cached ? " (cached)" : ""}`,
+        );
+    };
+    const { index, name } = await builder.build({ onEvent, ...(signal ? { signal } : {}) });
 
-  // 2. Publish: blobs, manifests, index, then the tags.
-  const opts = signal ? { signal } : {};
-  const references: string[] = [];
-  let digest = "";
-  if (pushLoc?.kind === "registry") {
-    const client = makeClient(io, flags.insecure);
-    const repo = { registry: pushLoc.ref.registry, repository: pushLoc.ref.repository };
-    // Base layers on the same registry are mounted from the base's repository, not uploaded.
-    const mountFrom =
-      baseLoc?.kind === "registry" &&
-      baseLoc.ref.registry === repo.registry &&
-      baseLoc.ref.repository !== repo.repository
-        ? [baseLoc.ref.repository]
-        : [];
-    const pub = new RegistryPublisher(client, repo, { mountFrom });
-    try {
+    // 2. Publish: blobs, manifests, index, then the tags.
+    const opts = signal ? { signal } : {};
+    const references: string[] = [];
+    let digest = "";
+    if (pushLoc?.kind === "registry" && client) {
+      const repo = { registry: pushLoc.ref.registry, repository: pushLoc.ref.repository };
+      // Base layers on the same registry are mounted from the base's repository, not uploaded.
+      const mountFrom =
+        baseLoc?.kind === "registry" &&
+        baseLoc.ref.registry === repo.registry &&
+        baseLoc.ref.repository !== repo.repository
+          ? [baseLoc.ref.repository]
+          : [];
+      const pub = new RegistryPublisher(client, repo, { mountFrom });
       const r = await pub.publish(index, tags, opts);
       digest = r.digest;
       references.push(...r.references);
       if (platformTagStyle) {
-        for (const { descriptor, image: img } of await platformImages(index)) {
-          const p = descriptor.platform!;
-          const suffix = (
-            platformTagStyle === "os-arch" ? [p.os, p.architecture, p.variant] : [p.architecture, p.variant]
-          )
-            .filter(Boolean)
-            .join("-");
-          for (const t of tags) {
-            const tag = validateTag(`${t}-${suffix}`);
-            await client.putManifest(repo, tag, await img.rawManifest(), descriptor.mediaType, signal);
-            references.push(`${repo.registry}/${repo.repository}:${tag}@${descriptor.digest}`);
-          }
-        }
+        const pairs = platforms.flatMap((p) =>
+          tags.map((t) => ({ platform: p, tag: platformTag(t, p, platformTagStyle) })),
+        );
+        references.push(...(await pub.tagPlatforms(index, pairs, signal)));
       }
       const st = pub.stats;
       log(
         `pushed to ${repo.registry}/${repo.repository}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
       );
-    } finally {
-      await client.transport.close();
     }
-  }
-  if (target) {
-    const publisher: Publisher =
-      target.kind === "oci"
-        ? new LayoutPublisher(target.dir)
-        : new TarballPublisher(target.file, {
-            repository: name,
-            mtime: epoch.value,
-            dockerPlatform: { ...hostPlatform(), os: "linux" },
-          });
-    const r = await publisher.publish(index, tags, opts);
-    digest = r.digest;
-    references.push(...r.references);
-  }
-  await baseClient?.transport.close();
-  const result = { digest, references };
+    if (target) {
+      const publisher: Publisher =
+        target.kind === "oci"
+          ? new LayoutPublisher(target.dir)
+          : new TarballPublisher(target.file, {
+              repository: name,
+              mtime: epoch.value,
+              dockerPlatform: { ...hostPlatform(), os: "linux" },
+            });
+      const r = await publisher.publish(index, tags, opts);
+      digest = r.digest;
+      references.push(...r.references);
+    }
+    const result = { digest, references };
 
-  // 3. Report: references on stdout, a summary on stderr.
-  const rows = [["PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
-  const summary: { platform: string; digest: string; size: number }[] = [];
-  for (const { descriptor, image: img } of await platformImages(index)) {
-    const p = formatPlatform(descriptor.platform!);
-    const size = await compressedSize(img);
-    summary.push({ platform: p, digest: descriptor.digest, size });
-    rows.push([p, descriptor.digest, humanSize(size), `${((times.get(p) ?? 0) / 1000).toFixed(1)}s`]);
-  }
-  log(table(rows));
-  log(
-    `index ${result.digest} (${platforms.length} platform${platforms.length === 1 ? "" : "s"}) in ${((performance.now() - started) / 1000).toFixed(1)}s`,
-  );
-  if (flags.json) {
-    io.stdout.write(
-      `${JSON.stringify({ digest: result.digest, references: result.references, tags, platforms: summary }, null, 2)}\n`,
+    // 3. Report: references on stdout, a summary on stderr.
+    const rows = [["PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
+    const summary: { platform: string; digest: string; size: number }[] = [];
+    for (const { descriptor, image: img } of await platformImages(index)) {
+      const p = formatPlatform(descriptor.platform!);
+      const size = await compressedSize(img);
+      summary.push({ platform: p, digest: descriptor.digest, size });
+      rows.push([p, descriptor.digest, humanSize(size), `${((times.get(p) ?? 0) / 1000).toFixed(1)}s`]);
+    }
+    log(table(rows));
+    log(
+      `index ${result.digest} (${platforms.length} platform${platforms.length === 1 ? "" : "s"}) in ${((performance.now() - started) / 1000).toFixed(1)}s`,
     );
-  } else {
-    for (const r of result.references) io.stdout.write(`${r}\n`);
+    if (flags.json) {
+      io.stdout.write(
+        `${JSON.stringify({ digest: result.digest, references: result.references, tags, platforms: summary }, null, 2)}\n`,
+      );
+    } else {
+      for (const r of result.references) io.stdout.write(`${r}\n`);
+    }
+    return 0;
+  } finally {
+    await client?.transport.close();
   }
-  return 0;
 }

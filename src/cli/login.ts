@@ -1,5 +1,5 @@
 import { PolyarchError } from "../errors.js";
-import { DockerConfigCredentials, RegistryClient, Transport } from "../registry/index.js";
+import { DockerConfigCredentials, Transport } from "../registry/index.js";
 import type { CliIO } from "./_io.js";
 import { dockerConfigFile, insecureRegistries } from "./_registry.js";
 
@@ -71,5 +71,3 @@ export async function runLogout(registry: string, io: CliIO): Promise<number> {
   io.stderr.write(`Removed credentials for ${registry}\n`);
   return 0;
 }
-
-export { RegistryClient };

@@ -23,7 +23,10 @@ export interface Image {
   manifest(): Promise<ImageManifest>;
   rawConfig(): Promise<Uint8Array>;
   config(): Promise<ImageConfig>;
-  /** Opens the bytes of the config or one of the layers, verified as read. */
+  /**
+   * Opens the bytes of the config or one of the layers. Views of stored content (layout,
+   * registry) verify as they read; every sink verifies what it stores.
+   */
   blob(desc: Descriptor): AsyncIterable<Uint8Array>;
 }
 

@@ -170,11 +170,6 @@ export class OciLayout {
     return true;
   }
 
-  async putBlobFile(desc: Pick<Descriptor, "digest" | "size">, file: string): Promise<boolean> {
-    if (await this.hasBlob(desc)) return false;
-    return this.putBlob(desc, createReadStream(file, { highWaterMark: 1 << 20 }));
-  }
-
   async putBlobBytes(desc: Pick<Descriptor, "digest" | "size">, data: Uint8Array): Promise<boolean> {
     verifyBytes(data, desc, `blob ${desc.digest}`);
     return this.putBlob(desc, [data]);

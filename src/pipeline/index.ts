@@ -16,11 +16,10 @@ import { Annotation } from "../manifest/index.js";
 import { formatPlatform, type Platform } from "../platform/index.js";
 import { LayoutPublisher } from "../publish/index.js";
 import { RegistryPublisher } from "../publish/registry.js";
-import { formatReference, type Reference } from "../ref/index.js";
 import type { RegistryClient } from "../registry/index.js";
 import { expandTags, platformTag, sanitizeTag, semverOf } from "../tags/index.js";
 import { Semaphore } from "../util/limit.js";
-import { validateTag } from "../ref/index.js";
+import { type Reference, validateTag } from "../ref/index.js";
 
 export type Stage = "lint" | "test" | "build" | "publish";
 export const STAGES: Stage[] = ["lint", "test", "build", "publish"];
@@ -324,19 +323,7 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
           : {},
       );
       references = (await pub.publish(index, im.tags, deps.signal ? { signal: deps.signal } : {})).references;
-      for (const pt of im.platformTags) {
-        const img = (await platformImages(index)).find(
-          (x) => formatPlatform(x.descriptor.platform!) === formatPlatform(pt.platform),
-        )!;
-        await deps.client.putManifest(
-          repo,
-          pt.tag,
-          await img.image.rawManifest(),
-          img.descriptor.mediaType,
-          deps.signal,
-        );
-        references.push(formatReference({ ...repo, tag: pt.tag, digest: img.descriptor.digest }));
-      }
+      references.push(...(await pub.tagPlatforms(index, im.platformTags, deps.signal)));
       emit({
         type: "published",
         image: im.name,

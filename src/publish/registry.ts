@@ -5,8 +5,9 @@
  * every existing tag where it was; a rerun skips what is already there.
  */
 import type { Descriptor, Digest } from "../digest/index.js";
-import { addContext } from "../errors.js";
-import type { Artifact } from "../image/index.js";
+import { addContext, PolyarchError } from "../errors.js";
+import { type Artifact, type Index, platformImages } from "../image/index.js";
+import { formatPlatform, type Platform } from "../platform/index.js";
 import { type BlobSink, writeArtifact } from "../image/write.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import type { RegistryClient, Repo } from "../registry/index.js";
@@ -75,6 +76,38 @@ export class RegistryPublisher implements Publisher {
         return true;
       },
     };
+  }
+
+  /**
+   * Tags platform images of an already published index (`1.2.3-arm64`, seed 003's pattern).
+   * Call after `publish`: the children are stored, so each tag names a complete image.
+   */
+  async tagPlatforms(
+    index: Index,
+    tags: readonly { platform: Platform; tag: string }[],
+    signal?: AbortSignal,
+  ): Promise<string[]> {
+    if (tags.length === 0) return [];
+    const children = await platformImages(index);
+    const refs: string[] = [];
+    for (const { platform, tag } of tags) {
+      const child = children.find((c) => formatPlatform(c.descriptor.platform!) === formatPlatform(platform));
+      if (!child)
+        throw new PolyarchError({
+          code: "E_INTERNAL",
+          message: `no ${formatPlatform(platform)} image to tag ${tag}`,
+          hint: "This is a bug in polyarch.",
+        });
+      await this.client.putManifest(
+        this.repo,
+        tag,
+        await child.image.rawManifest(),
+        child.descriptor.mediaType,
+        signal,
+      );
+      refs.push(formatReference({ ...this.repo, tag, digest: child.descriptor.digest }));
+    }
+    return refs;
   }
 
   async publish(

@@ -414,19 +414,7 @@ export class RegistryClient {
             break;
           }
         }
-        if (!location) {
-          const res = await this.transport.request({
-            method: "POST",
-            registry: repo.registry,
-            path: `/v2/${repo.repository}/blobs/uploads/`,
-            headers: { "content-length": "0" },
-            scopes,
-            expect: [202],
-            ...(signal ? { signal } : {}),
-          });
-          await res.body.dump();
-          location = session(res);
-        }
+        location ??= session(await this.#startUpload(repo, scopes, signal));
         const d = new Digester();
         if (opts.chunkSize) {
           let offset = 0;
@@ -500,6 +488,21 @@ export class RegistryClient {
     );
   }
 
+  /** POST a new upload session (202 + Location). */
+  async #startUpload(repo: Repo, scopes: string[], signal?: AbortSignal): Promise<TransportResponse> {
+    const res = await this.transport.request({
+      method: "POST",
+      registry: repo.registry,
+      path: `/v2/${repo.repository}/blobs/uploads/`,
+      headers: { "content-length": "0" },
+      scopes,
+      expect: [202],
+      ...(signal ? { signal } : {}),
+    });
+    await res.body.dump();
+    return res;
+  }
+
   #checkRead(desc: Pick<Descriptor, "digest" | "size">, d: Digester): void {
     if (d.size !== desc.size || d.digest() !== desc.digest) {
       throw new PolyarchError({
@@ -548,16 +551,7 @@ export class RegistryClient {
    */
   async canPush(repo: Repo, signal?: AbortSignal): Promise<void> {
     const scopes = push(repo);
-    const res = await this.transport.request({
-      method: "POST",
-      registry: repo.registry,
-      path: `/v2/${repo.repository}/blobs/uploads/`,
-      headers: { "content-length": "0" },
-      scopes,
-      expect: [202],
-      ...(signal ? { signal } : {}),
-    });
-    await res.body.dump();
+    const res = await this.#startUpload(repo, scopes, signal);
     const del = await this.transport.request({
       method: "DELETE",
       registry: repo.registry,

@@ -141,7 +141,8 @@ export class Transport {
   readonly #auth = new Map<string, CachedAuth>();
   /** Token fetches in flight, so parallel requests that all meet a 401 share one token. */
   readonly #pending = new Map<string, Promise<CachedAuth>>();
-  readonly #basic = new Set<string>();
+  /** Registries that answered with Basic: their header, built once from the stored credentials. */
+  readonly #basic = new Map<string, CachedAuth>();
 
   constructor(opts: TransportOptions = {}) {
     this.#creds = opts.credentials ?? anonymous;
@@ -197,7 +198,7 @@ export class Transport {
   async request(req: TransportRequest): Promise<TransportResponse> {
     let auth =
       this.#cached(req.registry, req.scopes) ?? (await this.#pendingCovering(req.registry, req.scopes));
-    if (!auth && this.#basic.has(req.registry)) auth = await this.#basicAuth(req.registry);
+    auth ??= this.#basic.get(req.registry);
     let res = await this.#send(req, auth?.header);
     if (res.status === 401) {
       // 2b/2c: learn the challenge, authenticate, send once more.
@@ -240,7 +241,7 @@ export class Transport {
           hint: `Log in first: polyarch login ${req.registry} -u <user> --password-stdin.`,
         });
       }
-      this.#basic.add(req.registry);
+      this.#basic.set(req.registry, a);
       return a;
     }
     if (ch?.scheme !== "bearer" || !ch.params["realm"]) {

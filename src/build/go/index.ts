@@ -282,7 +282,7 @@ export class GoBuilder implements Builder {
       }
       return performance.now() - t0;
     });
-    emit({ type: "compile-done", platform, ms, cached: false });
+    emit({ type: "compile-done", platform, ms });
     const pkg = await pkgP;
     const binName = isWindows ? `${pkg.name}.exe` : pkg.name;
     const binary = path.join(outDir, binName);
