@@ -5,6 +5,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { sha256 } from "../src/digest/index.js";
 import { DockerConfigCredentials, RegistryClient, Transport } from "../src/registry/index.js";
+import { fixedBlocks } from "../src/util/blocks.js";
 import { startProxy } from "../src/testing/proxy.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { cleanup, polyarch, tempDir } from "./_fixture.js";
@@ -149,5 +150,28 @@ describe("registry client", () => {
     } finally {
       await proxy.stop();
     }
+  });
+});
+
+describe("upload chunking", () => {
+  it("cuts a stream into fixed blocks whatever the incoming chunks", async () => {
+    const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => (i * 7919) % 251));
+    const cut = async (sizes: number[]) => {
+      const chunks: Buffer[] = [];
+      let off = 0;
+      let i = 0;
+      while (off < data.length) {
+        const n = sizes[i++ % sizes.length]!;
+        chunks.push(data.subarray(off, off + n));
+        off += n;
+      }
+      const out: Buffer[] = [];
+      for await (const b of fixedBlocks(chunks, 4096)) out.push(Buffer.from(b));
+      assert.deepEqual(Buffer.concat(out), data);
+      return out.map((b) => b.byteLength);
+    };
+    assert.deepEqual(await cut([1]), [4096, 4096, 1808]);
+    assert.deepEqual(await cut([9999, 1]), [4096, 4096, 1808]);
+    assert.deepEqual(await cut([5000]), [4096, 4096, 1808]);
   });
 });

@@ -1,9 +1,9 @@
 /**
  * Reproducible layers: a tar stream (ustar, PAX only for long names) with sorted entries,
  * explicit parent directories, fixed owners and modes, and one mtime (SOURCE_DATE_EPOCH),
- * compressed with a pinned deflate implementation (fflate, locked in package-lock.json) instead
- * of Node's bundled zlib, whose output has changed between releases (nodejs/node#33610,
- * nodejs/node#50138). Same entries → same bytes → same digests, on any Node version.
+ * compressed with polyarch's own gzip encoder (./deflate.ts) instead of Node's bundled zlib,
+ * whose output has changed between releases (nodejs/node#33610, nodejs/node#50138). Same
+ * entries → same bytes → same digests, on any Node version.
  */
 import { createReadStream } from "node:fs";
 import { lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
@@ -11,9 +11,7 @@ import path from "node:path";
 import { type Descriptor, type Digest, Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
 import { MediaType } from "../manifest/index.js";
-import { fixedBlocks } from "../util/blocks.js";
-
-export { fixedBlocks };
+import { GzipEncoder } from "./deflate.js";
 
 export type EntrySource = { file: string } | { data: Uint8Array };
 
@@ -28,11 +26,6 @@ export interface TarOptions {
   uid: number;
   gid: number;
 }
-
-/** The compressor's settings are part of the output format: changing either changes digests. */
-export const GZIP_LEVEL = 6;
-/** Input is fed to deflate in blocks of exactly this size, because fflate's output depends on push boundaries. */
-export const DEFLATE_BLOCK = 1024 * 1024;
 
 export interface LayerBlob extends Descriptor {
   diffId: Digest;
@@ -154,8 +147,7 @@ export async function writeLayer(
   const uncompressed = new Digester();
   const compressed = new Digester();
   let pending: Uint8Array[] = [];
-  const { Gzip } = await import("fflate");
-  const gz = new Gzip({ level: GZIP_LEVEL, mtime: 0 }, (chunk) => {
+  const gz = new GzipEncoder((chunk) => {
     pending.push(chunk);
   });
   const flush = async () => {
@@ -166,17 +158,12 @@ export async function writeLayer(
     pending = [];
   };
   try {
-    let last: Uint8Array | undefined;
-    for await (const block of fixedBlocks(tarStream(sorted, opts), DEFLATE_BLOCK)) {
-      // Hold one block back so the final push is marked final.
-      if (last) {
-        gz.push(last, false);
-        await flush();
-      }
-      uncompressed.update(block);
-      last = Buffer.from(block);
+    for await (const chunk of tarStream(sorted, opts)) {
+      uncompressed.update(chunk);
+      gz.push(chunk);
+      if (pending.length) await flush();
     }
-    gz.push(last ?? new Uint8Array(0), true);
+    gz.finish();
     await flush();
     await fh.sync();
     await fh.close();
