@@ -22,6 +22,11 @@
  */
 import zlib from "node:zlib";
 
+/**
+ * Names this encoder's output format. Change it with any change that changes output bytes:
+ * caches of compressed layers are keyed by it.
+ */
+export const ENCODER_ID = "polyarch-gzip-1";
 /** Bytes of input per deflate block. Part of the output format. */
 export const BLOCK_SIZE = 64 * 1024;
 const WINDOW = 32 * 1024;

@@ -5,7 +5,7 @@
  * an index over them.
  */
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, stat, writeFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { type Digest, digestHex, isDigest } from "../../digest/index.js";
 import { PolyarchError } from "../../errors.js";
@@ -17,6 +17,7 @@ import {
   isoTime,
 } from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
+import { ENCODER_ID } from "../../layer/deflate.js";
 import { diffIdOf, entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
 import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
@@ -374,6 +375,22 @@ export class GoBuilder implements Builder {
     return layer;
   }
 
+  /** The compressed blob cached for `diffId`, if it is still there and whole. */
+  async #layerFromCache(
+    diffId: Digest,
+    createdBy: string,
+  ): Promise<(FileLayer & { cached: boolean }) | undefined> {
+    const cacheDir = this.#o.cacheDir;
+    const cached = await readFile(layerIndexFile(cacheDir, diffId), "utf8")
+      .then((s) => JSON.parse(s) as { mediaType: string; digest: Digest; size: number })
+      .catch(() => undefined);
+    if (!cached) return undefined;
+    const file = path.join(cacheDir, "blobs", "sha256", digestHex(cached.digest));
+    const st = await stat(file).catch(() => undefined);
+    if (st?.size !== cached.size) return undefined;
+    return { ...cached, diffId, file, createdBy, cached: true };
+  }
+
   /**
    * A layer keyed by its diffID: compressing is the expensive part, so an unchanged tar reuses
    * the compressed blob from the cache (it is verified again when stored in an output). The
@@ -388,45 +405,46 @@ export class GoBuilder implements Builder {
   ): Promise<FileLayer & { cached: boolean }> {
     const cacheDir = this.#o.cacheDir;
     const fp = await fingerprint(entries, tarOpts);
-    const fpFile = path.join(cacheDir, "stat", fp);
+    const fpFile = path.join(cacheDir, "stat", fp.key);
     let diffId = await readFile(fpFile, "utf8").then(
       (s) => (isDigest(s.trim()) ? (s.trim() as Digest) : undefined),
       () => undefined,
     );
-    diffId ??= (await diffIdOf(entries, tarOpts)).diffId;
-    const indexFile = path.join(cacheDir, "layers", digestHex(diffId));
-    const cached = await readFile(indexFile, "utf8")
-      .then((s) => JSON.parse(s) as { mediaType: string; digest: Digest; size: number })
-      .catch(() => undefined);
-    if (cached) {
-      const file = path.join(cacheDir, "blobs", "sha256", digestHex(cached.digest));
-      const st = await stat(file).catch(() => undefined);
-      if (st?.size === cached.size) {
+    // A Go binary whose build ID this cache has never seen is new content: compressing it
+    // directly beats hashing it first only to miss. Other files (a new checkout's static
+    // files, say) are hashed first, since that is much cheaper than compressing.
+    if (!diffId && !fp.goBinary) diffId = (await diffIdOf(entries, tarOpts)).diffId;
+    if (diffId) {
+      const hit = await this.#layerFromCache(diffId, createdBy);
+      if (hit) {
         await writeAtomic(fpFile, diffId);
-        return { ...cached, diffId, file, createdBy, cached: true };
+        return hit;
       }
     }
     const tmp = path.join(
       cacheDir,
       "tmp",
-      `${digestHex(diffId)}-${process.pid}-${Math.random().toString(36).slice(2)}`,
+      `${fp.key.slice(0, 16)}-${process.pid}-${Math.random().toString(36).slice(2)}`,
     );
     const blob = await pool.writeLayer(entries, tarOpts, tmp);
-    if (blob.diffId !== diffId) {
+    if (diffId && blob.diffId !== diffId) {
+      await rm(tmp, { force: true });
       throw new PolyarchError({
         code: "E_INTERNAL",
         message: `layer tar changed while it was written (${diffId} then ${blob.diffId})`,
         hint: "A file changed during the build; build again.",
       });
     }
+    diffId = blob.diffId;
     const file = path.join(cacheDir, "blobs", "sha256", digestHex(blob.digest));
     await mkdir(path.dirname(file), { recursive: true });
     await rename(tmp, file);
     await writeAtomic(
-      indexFile,
+      layerIndexFile(cacheDir, diffId),
       JSON.stringify({ mediaType: blob.mediaType, digest: blob.digest, size: blob.size }),
     );
-    await writeAtomic(fpFile, diffId);
+    // Remember the fingerprint only if the files did not change while they were read.
+    if ((await fingerprint(entries, tarOpts)).key === fp.key) await writeAtomic(fpFile, diffId);
     return {
       mediaType: blob.mediaType,
       digest: blob.digest,
@@ -439,17 +457,33 @@ export class GoBuilder implements Builder {
   }
 }
 
-/** Bump when the tar or gzip format changes, so old cache entries are not reused. */
+/**
+ * Bump when the tar format changes, so old fingerprints are not reused. The gzip encoder's
+ * own version (ENCODER_ID) keys the diffID → blob index, so a new encoder never picks up
+ * blobs an older one compressed.
+ */
 const LAYER_FORMAT = "polyarch-layer-1";
 
-/** A key for "same entries, same files on disk, same options", from metadata only. */
-async function fingerprint(entries: readonly LayerEntry[], opts: TarOptions): Promise<string> {
+function layerIndexFile(cacheDir: string, diffId: Digest): string {
+  return path.join(cacheDir, "layers", ENCODER_ID, digestHex(diffId));
+}
+
+/**
+ * A key for "same entries, same files on disk, same options", from metadata only, and
+ * whether a Go binary (keyed by its build ID) is among the files.
+ */
+async function fingerprint(
+  entries: readonly LayerEntry[],
+  opts: TarOptions,
+): Promise<{ key: string; goBinary: boolean }> {
+  let goBinary = false;
   const h = createHash("sha256").update(`${LAYER_FORMAT}\0${JSON.stringify(opts)}\0`);
   for (const e of entries) {
     if (e.type === "file") {
       if ("file" in e.source) {
         const st = await stat(e.source.file, { bigint: true });
         const buildId = await readGoBuildId(e.source.file);
+        if (buildId) goBinary = true;
         // Go re-touches an up-to-date binary's mtime, so its build ID (whose last part hashes
         // the linked file) is the stable key; other files use their stat identity.
         h.update(
@@ -466,7 +500,7 @@ async function fingerprint(entries: readonly LayerEntry[], opts: TarOptions): Pr
       h.update(`D\0${e.path}\0${e.mode ?? ""}\0`);
     }
   }
-  return h.digest("hex");
+  return { key: h.digest("hex"), goBinary };
 }
 
 /**
