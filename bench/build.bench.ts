@@ -36,7 +36,7 @@ function arg(name: string, fallback: number): number {
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 }
 /** Runs per warm and no-change measurement, and per cold one (a cold run takes minutes). */
-const RUNS = arg("--runs", 5);
+const RUNS = arg("--runs", 7);
 const COLD_RUNS = arg("--cold-runs", 1);
 
 const work = mkdtempSync(path.join(os.tmpdir(), "polyarch-bench-"));

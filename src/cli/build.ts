@@ -10,13 +10,11 @@ import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
-import { makeClient, openLocation } from "./_registry.js";
-import { baseImagesFor } from "../image/base.js";
+import type { RegistryClient } from "../registry/index.js";
 import type { BaseImage } from "../image/assemble.js";
 import { formatReference } from "../ref/index.js";
 import { platformTag } from "../tags/index.js";
 import { parseLocation, parseOutput } from "./_targets.js";
-import { RegistryPublisher } from "../publish/registry.js";
 
 export interface BuildFlags {
   platform?: string[];
@@ -114,7 +112,9 @@ export async function runBuild(
   let base: Map<string, BaseImage> | undefined;
   let baseLoc: ReturnType<typeof parseLocation> | undefined;
   // One registry client serves the base and the push, and is closed however the build ends.
-  const client = flags.base || pushLoc ? makeClient(io, flags.insecure) : undefined;
+  // Registry code is loaded only when a registry is involved: a local build starts sooner.
+  const reg = flags.base || pushLoc ? await import("./_registry.js") : undefined;
+  const client: RegistryClient | undefined = reg?.makeClient(io, flags.insecure);
   try {
     if (flags.base && client) {
       baseLoc = parseLocation(flags.base);
@@ -126,7 +126,8 @@ export async function runBuild(
         });
       }
       const name = baseLoc.kind === "registry" ? formatReference(baseLoc.ref) : flags.base;
-      base = await baseImagesFor(await openLocation(baseLoc, client, signal), platforms, name);
+      const { baseImagesFor } = await import("../image/base.js");
+      base = await baseImagesFor(await reg!.openLocation(baseLoc, client, signal), platforms, name);
     }
     const log = (s: string) => {
       if (!flags.quiet) io.stderr.write(`${s}\n`);
@@ -176,6 +177,7 @@ export async function runBuild(
         baseLoc.ref.repository !== repo.repository
           ? [baseLoc.ref.repository]
           : [];
+      const { RegistryPublisher } = await import("../publish/registry.js");
       const pub = new RegistryPublisher(client, repo, { mountFrom });
       const r = await pub.publish(index, tags, opts);
       digest = r.digest;

@@ -167,7 +167,7 @@ export class GoBuilder implements Builder {
     return { name, importPath, dir };
   }
 
-  /** Refuses platforms this toolchain cannot target, before any compile starts. */
+  /** Refuses platforms this toolchain cannot target. */
   async #checkPlatforms(signal?: AbortSignal): Promise<void> {
     const r = await this.#go(["tool", "dist", "list"], {}, signal);
     if (r.code !== 0) {
@@ -197,8 +197,10 @@ export class GoBuilder implements Builder {
     const onAbort = () => stop.abort(opts.signal?.reason);
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     const signal = stop.signal;
-    // 1. Refuse targets the toolchain lacks before any compile starts (fast).
-    await this.#checkPlatforms(signal);
+    // 1. Refuse targets the toolchain lacks. Checked alongside the compiles, not before them
+    // (it costs a process start): a failure stops every compile and explains them best.
+    const checkP = this.#checkPlatforms(opts.signal);
+    checkP.catch((e: unknown) => stop.abort(e));
     // 2. Load the package while the compiles run; `go build -o <dir>/` names the binary itself.
     // Not tied to `stop`: when a compile fails, the package error (if any) explains it better.
     const pkgP = this.#resolvePackage(opts.signal);
@@ -230,14 +232,16 @@ export class GoBuilder implements Builder {
           }
         }),
       ).catch(async (e) => {
-        // A package that cannot be loaded explains every compile failure better than they do.
-        throw (
-          (await pkgP.then(
+        // An unknown target, then a package that cannot be loaded, explain every compile
+        // failure better than the compiler does.
+        const reason = async (p: Promise<unknown>) =>
+          p.then(
             () => undefined,
             (pe: unknown) => pe,
-          )) ?? e
-        );
+          );
+        throw (await reason(checkP)) ?? (await reason(pkgP)) ?? e;
       });
+      await checkP;
       const pkg = await pkgP;
       emit({ type: "resolve", target: pkg.importPath, name: pkg.name });
       const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.image.annotations });
