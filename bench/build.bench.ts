@@ -135,7 +135,7 @@ try {
     const s = median(r.shell);
     const p = median(r.polyarch);
     console.log(
-      `${name.padEnd(26)} shell ${s.toFixed(2).padStart(6)} s   polyarch ${p.toFixed(2).padStart(6)} s   ratio ${(p / s).toFixed(3)}x   (n=${r.shell.length})`,
+      `${name.padEnd(30)} shell ${s.toFixed(2).padStart(6)} s   polyarch ${p.toFixed(2).padStart(6)} s   ratio ${(p / s).toFixed(3)}x   (n=${r.shell.length})`,
     );
     return { s, p };
   };
