@@ -126,7 +126,8 @@ export class GoBuilder implements Builder {
   async #resolvePackage(signal?: AbortSignal): Promise<GoPackage> {
     const first = this.#o.platforms[0]!;
     const r = await this.#go(
-      ["list", "-json=Name,ImportPath,Dir,Error", "--", this.#o.mainPackage],
+      // -find: name and path only, without resolving imports (those errors come from the compile).
+      ["list", "-find", "-json=Name,ImportPath,Dir,Error", "--", this.#o.mainPackage],
       { ...toGoEnv(first), CGO_ENABLED: "0" },
       signal,
     );
