@@ -4,7 +4,8 @@
  * platform's entrypoint runs under chroot — natively or under qemu-user — and answers its probes.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { layoutArtifact } from "../src/layout/artifact.js";
@@ -161,6 +162,25 @@ describe("reproducibility", () => {
     );
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+  });
+
+  it("trims cache entries unused for five days, once a day, and still gives the same digest", async () => {
+    const old = new Date(Date.now() - 6 * 24 * 3600_000);
+    const stale = path.join(cacheA(), "stat", "0".repeat(64));
+    await mkdir(path.dirname(stale), { recursive: true });
+    await writeFile(stale, "sha256:" + "0".repeat(64));
+    await utimes(stale, old, old);
+    await writeFile(path.join(cacheA(), "trim.txt"), "0\n");
+    await utimes(path.join(cacheA(), "trim.txt"), old, old);
+    const out = path.join(work, "trimmed");
+    const r = await polyarch(
+      ["build", src, "-p", SIX.join(","), "-t", "v1", "--port", "8989", "-o", `oci:${out}`, "--json", "-q"],
+      { env: { POLYARCH_CACHE_DIR: cacheA() } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+    assert.ok(!existsSync(stale), "the stale entry is gone");
+    assert.ok(Date.now() - (await stat(path.join(cacheA(), "trim.txt"))).mtimeMs < 3600_000);
   });
 
   it("gives the same digest from a second clone, a cold polyarch cache, another TZ and TMPDIR, and Node 22", async () => {

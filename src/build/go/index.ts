@@ -18,6 +18,7 @@ import {
 } from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
 import { ENCODER_ID } from "../../layer/deflate.js";
+import { markUsed, trimCache } from "./_cache.js";
 import { diffIdOf, entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
 import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
@@ -246,6 +247,8 @@ export class GoBuilder implements Builder {
       const pkg = await pkgP;
       emit({ type: "resolve", target: pkg.importPath, name: pkg.name });
       const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.image.annotations });
+      // Housekeeping, at most once a day: entries unused for five days go (Go's GOCACHE rule).
+      await trimCache(o.cacheDir).catch(() => undefined);
       return { index, name: pkg.name };
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
@@ -393,6 +396,7 @@ export class GoBuilder implements Builder {
     const file = path.join(cacheDir, "blobs", "sha256", digestHex(cached.digest));
     const st = await stat(file).catch(() => undefined);
     if (st?.size !== cached.size) return undefined;
+    await Promise.all([markUsed(layerIndexFile(cacheDir, diffId)), markUsed(file)]);
     return { ...cached, diffId, file, createdBy, cached: true };
   }
 

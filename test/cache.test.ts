@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, stat, utimes, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { markUsed, TRIM_AFTER, trimCache } from "../src/build/go/_cache.js";
+
+const DAY = 24 * 3600_000;
+let root: string;
+before(async () => {
+  root = await mkdtemp(path.join(os.tmpdir(), "polyarch-cache-"));
+});
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+async function put(dir: string, rel: string, ageMs: number, now: number): Promise<string> {
+  const p = path.join(dir, rel);
+  await mkdir(path.dirname(p), { recursive: true });
+  await writeFile(p, rel);
+  const t = new Date(now - ageMs);
+  await utimes(p, t, t);
+  return p;
+}
+
+describe("build cache housekeeping", () => {
+  it("removes entries unused for five days, keeps the rest and manifest lists, at most once a day", async () => {
+    const dir = path.join(root, "c1");
+    const now = Date.now();
+    const old = TRIM_AFTER + DAY;
+    const fresh = DAY;
+    const gone = [
+      await put(dir, "stat/aaaa", old, now),
+      await put(dir, "layers/polyarch-gzip-1/bbbb", old, now),
+      await put(dir, "layers/cccc", old, now), // an older encoder's flat index entry
+      await put(dir, "blobs/sha256/dddd", old, now),
+      await put(dir, "tmp/eeee-1-x", 2 * DAY, now),
+    ];
+    const binOld = await put(dir, "bin/pkg1/linux-arm64/server", old, now);
+    await utimes(path.dirname(binOld), new Date(now - old), new Date(now - old));
+    const kept = [
+      await put(dir, "stat/ffff", fresh, now),
+      await put(dir, "layers/polyarch-gzip-1/gggg", fresh, now),
+      await put(dir, "blobs/sha256/hhhh", fresh, now),
+      await put(dir, "tmp/iiii-1-x", 3600_000, now),
+      await put(dir, "bin/pkg2/linux-amd64/server", fresh, now),
+      await put(dir, "manifest-lists/example.com/app/list.json", old, now),
+    ];
+    assert.equal(await trimCache(dir, now), gone.length + 1);
+    for (const p of gone) assert.ok(!existsSync(p), `${p} removed`);
+    assert.ok(!existsSync(path.join(dir, "bin", "pkg1")), "an emptied package directory goes too");
+    for (const p of kept) assert.ok(existsSync(p), `${p} kept`);
+
+    // Within a day of the last run nothing is even looked at.
+    const later = await put(dir, "stat/jjjj", old, now);
+    assert.equal(await trimCache(dir, now + 3600_000), undefined);
+    assert.ok(existsSync(later));
+    // A day on: the stat entry, and the temp file that is now over a day old.
+    assert.equal(await trimCache(dir, now + DAY + 1000), 2);
+    assert.ok(!existsSync(later));
+    assert.ok(!existsSync(path.join(dir, "tmp", "iiii-1-x")));
+  });
+
+  it("marks an entry used at most once an hour", async () => {
+    const dir = path.join(root, "c2");
+    const now = Date.now();
+    const p = await put(dir, "blobs/sha256/kkkk", 3 * DAY, now);
+    await markUsed(p, now);
+    const t1 = (await stat(p)).mtimeMs;
+    assert.ok(Math.abs(t1 - now) < 1000, "refreshed");
+    await utimes(p, new Date(now - 1000), new Date(now - 1000));
+    await markUsed(p, now);
+    assert.ok(Math.abs((await stat(p)).mtimeMs - (now - 1000)) < 5, "left alone within the hour");
+  });
+});
