@@ -39,9 +39,18 @@ describe("polyarch ci", () => {
     const r = await polyarch(["ci", "github"], { cwd: repo });
     assert.equal(r.code, 0, r.stderr);
     const wf = parse(await readFile(path.join(repo, ".github/workflows/polyarch.yml"), "utf8")) as {
-      jobs: Record<string, { steps: { run?: string }[] }>;
+      jobs: Record<string, { steps: { run?: string; uses?: string; with?: Record<string, string> }[] }>;
     };
-    assert.ok(wf.jobs["publish"]!.steps.some((s) => s.run?.endsWith("polyarch run")));
+    const steps = wf.jobs["publish"]!.steps;
+    assert.ok(steps.some((s) => s.run?.endsWith("polyarch run")));
+    // GOCACHE (setup-go) and polyarch's layer cache are both kept between runs, before the run.
+    const cacheAt = steps.findIndex(
+      (s) => s.uses?.startsWith("actions/cache@") && s.with?.["path"] === "~/.cache/polyarch",
+    );
+    assert.ok(cacheAt >= 0 && cacheAt < steps.findIndex((s) => s.run?.endsWith("polyarch run")));
+    assert.ok(
+      steps.some((s) => s.uses?.startsWith("actions/setup-go@") && s.with?.["cache-dependency-path"]),
+    );
     const again = await polyarch(["ci", "github"], { cwd: repo });
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already exists/);

@@ -29,8 +29,20 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
   };
   const setup = [
     { uses: "actions/checkout@v4", with: { "fetch-depth": 0 } },
-    { uses: "actions/setup-go@v5", with: { "go-version": "stable" } },
+    // setup-go keeps GOCACHE between runs; go.mod keys it (a stdlib-only module has no go.sum).
+    { uses: "actions/setup-go@v5", with: { "go-version": "stable", "cache-dependency-path": "**/go.mod" } },
     { uses: "actions/setup-node@v4", with: { "node-version": 20 } },
+    {
+      // polyarch's layer cache next to GOCACHE: unchanged binaries reuse their compressed layers.
+      // It trims itself (entries unused for five days), so restoring the newest one is enough.
+      name: "polyarch cache",
+      uses: "actions/cache@v4",
+      with: {
+        path: "~/.cache/polyarch",
+        key: "polyarch-${{ runner.os }}-${{ runner.arch }}-${{ github.sha }}",
+        "restore-keys": "polyarch-${{ runner.os }}-${{ runner.arch }}-",
+      },
+    },
     {
       name: "Log in",
       run: `echo "\${{ secrets.REGISTRY_PASSWORD || secrets.GITHUB_TOKEN }}" | ${polyarch} login "$REGISTRY" -u "\${{ secrets.REGISTRY_USER || github.actor }}" --password-stdin`,
