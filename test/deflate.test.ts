@@ -4,19 +4,7 @@ import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { gunzipSync } from "node:zlib";
 import { BLOCK_SIZE, codeLengths, crc32, crc32Portable, GzipEncoder, gzip } from "../src/layer/deflate.js";
-
-/** Seeded generator (mulberry32): the same "random" bytes on every run. */
-function noise(seed: number, n: number): Buffer {
-  const out = Buffer.alloc(n);
-  let a = seed;
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = ((t ^ (t >>> 14)) >>> 0) & 0xff;
-  }
-  return out;
-}
+import { noise, pieces } from "./_data.js";
 
 /** Something shaped like a program: instructions from a small vocabulary, strings, zero runs. */
 function programLike(seed: number, n: number): Buffer {
@@ -64,13 +52,7 @@ const cases: [string, Buffer][] = [
 function chunked(data: Buffer, sizes: number[]): Buffer {
   const parts: Uint8Array[] = [];
   const enc = new GzipEncoder((c) => parts.push(c));
-  let off = 0;
-  let i = 0;
-  while (off < data.length) {
-    const n = sizes[i++ % sizes.length]!;
-    enc.push(data.subarray(off, off + n));
-    off += n;
-  }
+  for (const piece of pieces(data, sizes)) enc.push(piece);
   enc.finish();
   return Buffer.concat(parts);
 }

@@ -15,18 +15,12 @@ import {
   normalizeEntries,
   writeLayer,
 } from "../src/layer/index.js";
+import { noise } from "./_data.js";
 
-/** A seeded pseudo-random generator (mulberry32): generated data, not checked-in blobs. */
+/** Seeded data with runs mixed in, so it compresses like a binary does, not like noise. */
 function random(seed: number, n: number): Buffer {
-  const out = Buffer.alloc(n);
-  let a = seed;
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    // Mix in runs so the data compresses like a binary does, not like noise.
-    out[i] = i % 7 < 3 ? 0 : ((t ^ (t >>> 14)) >>> 0) & 0xff;
-  }
+  const out = noise(seed, n);
+  for (let i = 0; i < n; i++) if (i % 7 < 3) out[i] = 0;
   return out;
 }
 

@@ -8,6 +8,7 @@ import { DockerConfigCredentials, RegistryClient, Transport } from "../src/regis
 import { fixedBlocks } from "../src/util/blocks.js";
 import { startProxy } from "../src/testing/proxy.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
+import { pieces } from "./_data.js";
 import { cleanup, polyarch, tempDir } from "./_fixture.js";
 
 let work: string;
@@ -157,16 +158,8 @@ describe("upload chunking", () => {
   it("cuts a stream into fixed blocks whatever the incoming chunks", async () => {
     const data = Buffer.from(Array.from({ length: 10_000 }, (_, i) => (i * 7919) % 251));
     const cut = async (sizes: number[]) => {
-      const chunks: Buffer[] = [];
-      let off = 0;
-      let i = 0;
-      while (off < data.length) {
-        const n = sizes[i++ % sizes.length]!;
-        chunks.push(data.subarray(off, off + n));
-        off += n;
-      }
       const out: Buffer[] = [];
-      for await (const b of fixedBlocks(chunks, 4096)) out.push(Buffer.from(b));
+      for await (const b of fixedBlocks(pieces(data, sizes), 4096)) out.push(Buffer.from(b));
       assert.deepEqual(Buffer.concat(out), data);
       return out.map((b) => b.byteLength);
     };

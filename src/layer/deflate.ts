@@ -153,8 +153,11 @@ export function codeLengths(freq: ArrayLike<number>, maxLen: number, lens: Uint8
   for (let k = 0; k < sel; k++) lens[PM_SYMS[k]!]!++;
 }
 
-/** Canonical Huffman codes for `lens`, bit-reversed because deflate packs bits LSB first. */
-function canonicalCodes(lens: Uint8Array, n: number, codes: Uint16Array): void {
+/**
+ * Canonical Huffman codes for `lens`, bit-reversed because deflate packs bits LSB first, each
+ * packed with its length (code | length << 16) so a symbol costs one lookup to write.
+ */
+function canonicalCodes(lens: Uint8Array, n: number, codes: Int32Array): void {
   const count = new Uint16Array(16);
   for (let i = 0; i < n; i++) count[lens[i]!]!++;
   count[0] = 0;
@@ -173,7 +176,7 @@ function canonicalCodes(lens: Uint8Array, n: number, codes: Uint16Array): void {
       r = (r << 1) | (c & 1);
       c >>= 1;
     }
-    codes[i] = r;
+    codes[i] = r | (len << 16);
   }
 }
 
@@ -228,10 +231,9 @@ export class GzipEncoder {
   // Per-block scratch, kept to avoid allocation.
   #llLen = new Uint8Array(286);
   #dLen = new Uint8Array(30);
-  #llCode = new Uint16Array(286);
-  #dCode = new Uint16Array(30);
-  #llPack = new Int32Array(286);
-  #dPack = new Int32Array(30);
+  /** Packed codes (see canonicalCodes) of the block being written. */
+  #llCode = new Int32Array(286);
+  #dCode = new Int32Array(30);
 
   constructor(onData: (chunk: Uint8Array) => void) {
     this.#onData = onData;
@@ -430,12 +432,12 @@ export class GzipEncoder {
       this.#put(hdist - 1, 5);
       this.#put(hclen - 4, 4);
       for (let k = 0; k < hclen; k++) this.#put(clLen[CL_ORDER[k]!]!, 3);
-      const clCode = new Uint16Array(19);
+      const clCode = new Int32Array(19);
       canonicalCodes(clLen, 19, clCode);
       for (let k = 0; k < ncl; k++) {
         const sym = RL_SYM[k]!;
         const x = RL_EXTRA[k]!;
-        this.#put(clCode[sym]!, clLen[sym]!);
+        this.#put(clCode[sym]! & 0xffff, clLen[sym]!);
         if (sym === 16) this.#put(x, 2);
         else if (sym === 17) this.#put(x, 3);
         else if (sym === 18) this.#put(x, 7);
@@ -470,20 +472,15 @@ export class GzipEncoder {
 
   /** Writes the block's tokens and end-of-block with the given code lengths. */
   #huffman(nt: number, llLen: Uint8Array, dLen: Uint8Array): void {
-    const llCode = this.#llCode;
-    const dCode = this.#dCode;
-    canonicalCodes(llLen, 286, llCode);
-    canonicalCodes(dLen, 30, dCode);
-    // One lookup per symbol: code in the low 16 bits, its length above.
-    const ll = this.#llPack;
-    for (let k = 0; k < 286; k++) ll[k] = llCode[k]! | (llLen[k]! << 16);
-    const dp = this.#dPack;
-    for (let k = 0; k < 30; k++) dp[k] = dCode[k]! | (dLen[k]! << 16);
+    const ll = this.#llCode;
+    const dp = this.#dCode;
+    canonicalCodes(llLen, 286, ll);
+    canonicalCodes(dLen, 30, dp);
     const st = writeTokens(this.#tokens, nt, ll, dp, this.#out, this.#op, this.#bits, this.#nbits);
     this.#op = st.op;
     this.#bits = st.bits;
     this.#nbits = st.nbits;
-    this.#put(llCode[256]!, llLen[256]!);
+    this.#put(ll[256]! & 0xffff, llLen[256]!);
   }
 }
 
@@ -529,7 +526,7 @@ function writeTokens(
         nbits -= 16;
       }
       const d = x >>> 9;
-      const ds = d <= 256 ? DIST_SYM[d - 1]! : DIST_SYM[256 + ((d - 1) >> 7)]!;
+      const ds = distSym(d);
       const dc = dp[ds]!;
       bits |= (dc & 0xffff) << nbits;
       nbits += dc >>> 16;

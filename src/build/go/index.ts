@@ -419,6 +419,7 @@ export class GoBuilder implements Builder {
       (s) => (isDigest(s.trim()) ? (s.trim() as Digest) : undefined),
       () => undefined,
     );
+    const known = diffId !== undefined;
     // A Go binary whose build ID this cache has never seen is new content: compressing it
     // directly beats hashing it first only to miss. Other files (a new checkout's static
     // files, say) are hashed first, since that is much cheaper than compressing.
@@ -426,7 +427,8 @@ export class GoBuilder implements Builder {
     if (diffId) {
       const hit = await this.#layerFromCache(diffId, createdBy);
       if (hit) {
-        await writeAtomic(fpFile, diffId);
+        // A known fingerprint only needs marking as used; a new one is recorded.
+        await (known ? markUsed(fpFile) : writeAtomic(fpFile, diffId));
         return hit;
       }
     }
