@@ -27,6 +27,7 @@ export type ErrorCode =
   | "E_CONFIG"
   | "E_STAGE"
   | "E_AUTH"
+  | "E_SSRF"
   | "E_INTERNAL";
 
 export interface ErrorInit {

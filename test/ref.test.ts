@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { parseDigest } from "../src/digest/index.js";
-import { formatReference, parseReference, validateTag } from "../src/ref/index.js";
+import {
+  formatReference,
+  parseReference,
+  parseRegistryHost,
+  redactUserinfo,
+  validateTag,
+} from "../src/ref/index.js";
 
 const HEX = "a".repeat(64);
 
@@ -24,9 +30,10 @@ describe("references", () => {
     ["", /empty/],
     ["white space", /white space/],
     ["Foo/bar", /lowercase/],
-    ["b@char/image", /digest/],
+    ["b@char/image", /user name or password/],
     ["library/ubuntu:", /valid tag/],
-    ["x:c@n'tuse", /digest|tag/],
+    ["x:c@n'tuse", /user name or password/],
+    ["reg.io:99999/app", /99999 is not a port number/],
     ["gcr?com/x", /repository path component|registry/],
     [`x@sha256:${"a".repeat(63)}`, /64/],
     [`x@unknown:abc123`, /sha256/],
@@ -35,6 +42,40 @@ describe("references", () => {
   for (const [input, re] of bad) {
     it(`refuses "${input.slice(0, 40)}"`, () => assert.throws(() => parseReference(input), re));
   }
+
+  it("never repeats credentials written into a reference or registry", () => {
+    for (const input of [
+      "robot:hunter2-secret@reg.example/app:1",
+      "https://robot:hunter2-secret@reg.example/app",
+      "hunter2-secret@reg.example/app",
+    ]) {
+      const e = (() => {
+        try {
+          parseReference(input);
+        } catch (err) {
+          return err as Error & { hint?: string };
+        }
+        return undefined;
+      })();
+      assert.ok(e, input);
+      assert.match(e.message, /<redacted>@reg\.example/);
+      assert.doesNotMatch(`${e.message} ${e.hint ?? ""} ${e.stack ?? ""}`, /hunter2|robot/);
+      assert.throws(
+        () => parseRegistryHost(input.replace(/\/app.*$/, "")),
+        (err: Error) => {
+          assert.doesNotMatch(err.message, /hunter2|robot/);
+          return /user name or password/.test(err.message);
+        },
+      );
+    }
+    assert.equal(
+      redactUserinfo("reg.example/app@sha256:" + "a".repeat(64)),
+      "reg.example/app@sha256:" + "a".repeat(64),
+    );
+    assert.equal(redactUserinfo("app@sha256:" + "a".repeat(64)), "app@sha256:" + "a".repeat(64));
+    assert.equal(parseRegistryHost("https://localhost:5000/"), "localhost:5000");
+    assert.throws(() => parseRegistryHost("localhost:99999"), /99999 is not a port number/);
+  });
 
   it("validates tags", () => {
     assert.equal(validateTag("v1.2.3"), "v1.2.3");

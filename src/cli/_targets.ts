@@ -1,5 +1,5 @@
 import { PolyarchError } from "../errors.js";
-import { parseReference, type Reference, validateTag } from "../ref/index.js";
+import { parseReference, redactUserinfo, type Reference, validateTag } from "../ref/index.js";
 
 export type Location =
   | { kind: "oci"; dir: string; tag?: string }
@@ -35,7 +35,7 @@ export function parseOutput(s: string): Exclude<Location, { kind: "registry" }> 
   if (l.kind === "oci" && l.tag) {
     throw new PolyarchError({
       code: "E_INPUT",
-      message: `"${s}" names a tag in the output`,
+      message: `"${redactUserinfo(s)}" names a tag in the output`,
       hint: "Give the output as oci:<dir> and the tags with --tag.",
     });
   }
@@ -45,7 +45,7 @@ export function parseOutput(s: string): Exclude<Location, { kind: "registry" }> 
 function bad(s: string): PolyarchError {
   return new PolyarchError({
     code: "E_INPUT",
-    message: `"${s}" is not an output polyarch knows`,
+    message: `"${redactUserinfo(s)}" is not an output polyarch knows`,
     hint: "Use oci:<dir> for an OCI image layout, tarball:<file> for a docker-loadable archive, or --push <registry>/<repo>[:tag].",
   });
 }

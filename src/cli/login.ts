@@ -1,4 +1,5 @@
 import { PolyarchError } from "../errors.js";
+import { parseRegistryHost } from "../ref/index.js";
 import { DockerConfigCredentials, Transport } from "../registry/index.js";
 import type { CliIO } from "./_io.js";
 import { dockerConfigFile, insecureRegistries } from "./_registry.js";
@@ -25,7 +26,8 @@ async function readStdin(io: CliIO): Promise<string> {
 }
 
 /** Checks the credentials against the registry (GET /v2/ with the handshake), then stores them like docker login. */
-export async function runLogin(registry: string, flags: LoginFlags, io: CliIO): Promise<number> {
+export async function runLogin(registryArg: string, flags: LoginFlags, io: CliIO): Promise<number> {
+  const registry = parseRegistryHost(registryArg);
   if (!flags.username)
     throw new PolyarchError({
       code: "E_INPUT",
@@ -66,7 +68,8 @@ export async function runLogin(registry: string, flags: LoginFlags, io: CliIO): 
   return 0;
 }
 
-export async function runLogout(registry: string, io: CliIO): Promise<number> {
+export async function runLogout(registryArg: string, io: CliIO): Promise<number> {
+  const registry = parseRegistryHost(registryArg);
   await new DockerConfigCredentials({ configFile: dockerConfigFile(io.env) }).erase(registry);
   io.stderr.write(`Removed credentials for ${registry}\n`);
   return 0;

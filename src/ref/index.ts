@@ -19,10 +19,29 @@ const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const HOST =
   /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?$|^\[[a-fA-F0-9:]+\](?::[0-9]+)?$/;
 
+const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)?([^/\s@]+)@(.*)$/i;
+const DIGEST_LIKE = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+$/;
+
+/** True when text starts with `user[:password]@` (before the host), which a reference never holds. */
+export function hasUserinfo(text: string): boolean {
+  const m = USERINFO.exec(text);
+  return m !== null && !DIGEST_LIKE.test(m[3]!) && !m[2]!.includes("/");
+}
+
+/**
+ * The text with any `user[:password]@` before the host replaced by `<redacted>@`: references
+ * and URLs a user typed are shown this way in every message (issue 8).
+ */
+export function redactUserinfo(text: string): string {
+  if (!hasUserinfo(text)) return text;
+  const m = USERINFO.exec(text)!;
+  return `${m[1] ?? ""}<redacted>@${m[3]!}`;
+}
+
 function refError(input: string, why: string, hint?: string): PolyarchError {
   return new PolyarchError({
     code: "E_REFERENCE",
-    message: `invalid image reference "${input}": ${why}`,
+    message: `invalid image reference "${redactUserinfo(input)}": ${why}`,
     hint: hint ?? "Write references as registry/repository:tag, e.g. ghcr.io/acme/api:1.2.3.",
   });
 }
@@ -52,6 +71,13 @@ export function isValidTag(tag: string): boolean {
 /** Parses and normalises an image reference. */
 export function parseReference(input: string): Reference {
   if (input === "" || /\s/.test(input)) throw refError(input, "it is empty or contains white space");
+  if (hasUserinfo(input)) {
+    throw refError(
+      input,
+      "it contains a user name or password",
+      "Leave credentials out of references and URLs; store them with polyarch login <registry> (or docker login).",
+    );
+  }
   let rest = input;
   let digest: Digest | undefined;
   const at = rest.indexOf("@");
@@ -77,6 +103,9 @@ export function parseReference(input: string): Reference {
   const first = parts[0] ?? "";
   if (parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost")) {
     if (!HOST.test(first)) throw refError(input, `"${first}" is not a valid registry host`);
+    const port = /:(\d+)$/.exec(first)?.[1];
+    if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535))
+      throw refError(input, `${port} is not a port number (1–65535)`);
     registry = first;
     parts.shift();
   }
@@ -96,6 +125,30 @@ export function parseReference(input: string): Reference {
   if (tag !== undefined) ref.tag = tag;
   if (digest !== undefined) ref.digest = digest;
   return ref;
+}
+
+/**
+ * A registry as `polyarch login` and `--insecure` take it: host[:port], with an http(s)://
+ * prefix and a trailing slash tolerated as docker login tolerates them.
+ */
+export function parseRegistryHost(input: string): string {
+  const bad = (why: string, hint = "Give the registry as host[:port], e.g. ghcr.io or localhost:5000.") =>
+    new PolyarchError({
+      code: "E_REFERENCE",
+      message: `invalid registry "${redactUserinfo(input)}": ${why}`,
+      hint,
+    });
+  if (hasUserinfo(input))
+    throw bad(
+      "it contains a user name or password",
+      "Pass the user with -u and the password with --password-stdin, never in the registry name.",
+    );
+  const host = input.replace(/^https?:\/\//i, "").replace(/\/+(v[12]\/?)?$/, "");
+  if (host === "" || !HOST.test(host)) throw bad("it is not a host name with an optional port");
+  const port = /:(\d+)$/.exec(host)?.[1];
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535))
+    throw bad(`${port} is not a port number (1–65535)`);
+  return host === "index.docker.io" || host === "registry-1.docker.io" ? DEFAULT_REGISTRY : host;
 }
 
 /** Formats a reference in its full form: registry/repository[:tag][@digest]. */

@@ -22,12 +22,36 @@ export interface HttpOptions {
   signal?: AbortSignal;
   /** Idle time without bytes, in either direction, before the request fails (ETIMEDOUT). */
   idleTimeoutMs?: number;
+  /**
+   * The address to connect to, already checked by the caller: the host name is not looked
+   * up again, so a second DNS answer cannot move the connection elsewhere (DNS rebinding).
+   */
+  address?: ResolvedAddress;
+}
+
+export interface ResolvedAddress {
+  address: string;
+  family: 4 | 6;
 }
 
 /** What the transport needs from HTTP; tests inject a scripted one. */
 export interface HttpLike {
   request(url: string | URL, opts: HttpOptions): Promise<HttpResponse>;
   close(): void;
+}
+
+type LookupCallback = (
+  err: NodeJS.ErrnoException | null,
+  address: string | { address: string; family: number }[],
+  family?: number,
+) => void;
+
+/** A dns.lookup stand-in that answers with the one address the caller checked. */
+function pinnedLookup(a: ResolvedAddress) {
+  return (_host: string, options: { all?: boolean }, cb: LookupCallback): void => {
+    if (options.all) cb(null, [{ address: a.address, family: a.family }]);
+    else cb(null, a.address, a.family);
+  };
 }
 
 export class HttpClient implements HttpLike {
@@ -42,6 +66,7 @@ export class HttpClient implements HttpLike {
         method: opts.method,
         headers: opts.headers,
         agent: u.protocol === "https:" ? this.#https : this.#http,
+        ...(opts.address ? { lookup: pinnedLookup(opts.address) } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
       const idle = opts.idleTimeoutMs ?? 60_000;

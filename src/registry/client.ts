@@ -125,6 +125,16 @@ export class RegistryClient {
             hint: "The registry served different bytes than asked for; do not trust it for this image.",
           });
         }
+        // By tag, the registry's Docker-Content-Digest is what the bytes must hash to (issue 8):
+        // a body changed in transit is refused, not published under another digest.
+        const claimed = header(res, "docker-content-digest");
+        if (claimed !== undefined && claimed !== digest) {
+          throw new PolyarchError({
+            code: "E_DIGEST",
+            message: `digest mismatch for ${what}: the registry says ${claimed}, the ${raw.length} bytes received hash to ${digest}`,
+            hint: "The manifest was changed between the registry and here; nothing was written. Try again, or check what sits in between.",
+          });
+        }
         const parsed = parseManifest(raw, contentType(res));
         return { raw, mediaType: parsed.mediaType, digest };
       },

@@ -71,18 +71,32 @@ export class DockerConfigCredentials implements CredentialStore {
     try {
       text = await readFile(this.file, "utf8");
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return {};
-      throw e;
-    }
-    try {
-      return JSON.parse(text) as DockerConfig;
-    } catch {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return {};
       throw new PolyarchError({
         code: "E_AUTH",
-        message: `${this.file} is not valid JSON`,
+        message:
+          code === "EISDIR"
+            ? `the docker config ${this.file} is a directory, not a file`
+            : `cannot read the docker config ${this.file} (${code ?? "error"})`,
+        hint: "Fix or remove it (DOCKER_CONFIG chooses the directory that holds config.json).",
+        cause: e,
+      });
+    }
+    let cfg: unknown;
+    try {
+      cfg = JSON.parse(text);
+    } catch {
+      cfg = undefined;
+    }
+    if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${this.file} is not a JSON object`,
         hint: "Fix or remove the docker config file (DOCKER_CONFIG chooses its directory).",
       });
     }
+    return cfg as DockerConfig;
   }
 
   async #fromHelper(helper: string, registry: string): Promise<Credential | undefined> {
@@ -105,7 +119,25 @@ export class DockerConfigCredentials implements CredentialStore {
         hint: "Run the helper by hand to see why, or log in again.",
       });
     }
-    const j = JSON.parse(r.stdout) as { Username?: string; Secret?: string };
+    // The helper's output holds the secret: a problem with it is named, its text never shown.
+    let j: { Username?: unknown; Secret?: unknown } | undefined;
+    try {
+      const v: unknown = JSON.parse(r.stdout);
+      if (typeof v === "object" && v !== null && !Array.isArray(v)) j = v;
+    } catch {
+      j = undefined;
+    }
+    if (
+      !j ||
+      (j.Secret !== undefined && typeof j.Secret !== "string") ||
+      (j.Username !== undefined && typeof j.Username !== "string")
+    ) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `credential helper docker-credential-${helper} for ${registry} printed something that is not the JSON object {"Username","Secret"} it should`,
+        hint: `Run "docker-credential-${helper} get" by hand to see what it prints, or remove it from ${this.file}.`,
+      });
+    }
     if (!j.Secret) return undefined;
     return j.Username === "<token>"
       ? { identityToken: j.Secret }

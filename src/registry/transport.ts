@@ -10,12 +10,32 @@
  *     a few registries read only the first scope), cache it until it expires, send again once.
  * 3. A second 401 is an authentication error naming the registry and the scopes.
  *
+ * Server-given URLs (issue 8; REG-16…18): an upload Location, a Link to the next page, a
+ * redirect and a token realm are all checked in one place before anything is sent there:
+ * 1. the registry's own scheme+host+port is trusted as the user named it;
+ * 2. anything else must not downgrade an https registry to http;
+ * 3. its host is resolved (an IP literal in any spelling is read as one) and every address is
+ *    classified; unless the registry itself is on a loopback/private address, a non-public
+ *    address is refused ("SSRF protection");
+ * 4. the connection goes to the address that was checked, never to a second lookup;
+ * 5. an Authorization header is only ever attached to the registry's own origin; the token
+ *    request to the realm carries the user's credentials, never a registry token.
+ *
  * Retries (reliability.md REG-01…04): an operation (a manifest GET, a whole blob upload) is
  * attempted at most `attempts` times on 408/429/5xx or a dropped connection, waiting ≈1 s
  * then ≈3 s (±10 %), or `Retry-After` when given (up to 60 s). Requests inside an operation are
  * never retried on their own, so retries do not multiply. An abort is never retried.
  */
-import { HttpClient, type HttpLike, type HttpResponse, type ResponseBody } from "./_http.js";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import {
+  HttpClient,
+  type HttpLike,
+  type HttpResponse,
+  type ResolvedAddress,
+  type ResponseBody,
+} from "./_http.js";
+import { type AddressClass, classifyAddress } from "./_address.js";
 import { PolyarchError } from "../errors.js";
 import { parseChallenge } from "./_challenge.js";
 import { anonymous, type Credential, type CredentialStore } from "./credentials.js";
@@ -63,7 +83,18 @@ export interface TransportOptions {
   retry?: Partial<RetryPolicy>;
   http?: HttpLike;
   userAgent?: string;
+  /** Name resolution for server-given hosts (default: the system resolver); tests inject one. */
+  resolve?: Resolver;
 }
+
+/** Every address a host name resolves to. */
+export type Resolver = (host: string) => Promise<ResolvedAddress[]>;
+
+const systemResolver: Resolver = async (host) =>
+  (await lookup(host, { all: true, verbatim: true })).map((a) => ({
+    address: a.address,
+    family: a.family === 6 ? 6 : 4,
+  }));
 
 export type Body = Uint8Array | AsyncIterable<Uint8Array>;
 
@@ -104,20 +135,6 @@ function isLoopback(host: string): boolean {
   return h === "localhost" || h === "::1" || /^127\./.test(h);
 }
 
-/** IP literals a token realm or redirect must not reach from a public registry (REG-16/18). */
-function isPrivateLiteral(host: string): boolean {
-  const h = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
-  return (
-    /^(127\.|10\.|192\.168\.|169\.254\.|0\.)/.test(h) ||
-    /^172\.(1[6-9]|2\d|3[01])\./.test(h) ||
-    h === "::1" ||
-    h === "::" ||
-    /^f[cd]/i.test(h) ||
-    /^fe80/i.test(h) ||
-    h === "localhost"
-  );
-}
-
 async function readCapped(body: ResponseBody, limit: number): Promise<string> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -143,6 +160,9 @@ export class Transport {
   readonly #pending = new Map<string, Promise<CachedAuth>>();
   /** Registries that answered with Basic: their header, built once from the stored credentials. */
   readonly #basic = new Map<string, CachedAuth>();
+  readonly #resolve: Resolver;
+  /** Per registry: whether it is itself on a loopback or private address (local development). */
+  readonly #local = new Map<string, Promise<boolean>>();
 
   constructor(opts: TransportOptions = {}) {
     this.#creds = opts.credentials ?? anonymous;
@@ -150,12 +170,83 @@ export class Transport {
     this.retryPolicy = { ...DEFAULT_RETRY, ...opts.retry };
     this.#http = opts.http ?? new HttpClient();
     this.#ua = opts.userAgent ?? "polyarch";
+    this.#resolve = opts.resolve ?? systemResolver;
   }
 
   /** https://host, or http:// for loopback and registries named insecure. Docker Hub's API host is registry-1. */
   baseUrl(registry: string): string {
     const host = registry === "docker.io" ? "registry-1.docker.io" : registry;
     return `${isLoopback(host) || this.#insecure.has(registry) ? "http" : "https"}://${host}`;
+  }
+
+  /** Whether a registry is itself on a loopback or private address: then it may name such hosts. */
+  #isLocal(registry: string): Promise<boolean> {
+    let p = this.#local.get(registry);
+    if (!p) {
+      const host = new URL(this.baseUrl(registry)).hostname.replace(/^\[|\]$/g, "");
+      p = (async () => {
+        if (host === "localhost" || host.endsWith(".localhost")) return true;
+        const literal = classifyAddress(host);
+        if (literal) return literal !== "public";
+        const addrs = await this.#resolve(host).catch(() => []);
+        return addrs.length > 0 && addrs.every((a) => classifyAddress(a.address) !== "public");
+      })();
+      this.#local.set(registry, p);
+    }
+    return p;
+  }
+
+  /**
+   * Checks a URL a server gave (steps 1–4 above) and returns the address to connect to, or
+   * undefined for the registry's own origin.
+   */
+  async #checkServerUrl(registry: string, url: URL, what: string): Promise<ResolvedAddress | undefined> {
+    const origin = new URL(this.baseUrl(registry));
+    if (url.origin === origin.origin) return undefined;
+    const shown = `${url.protocol}//${url.host}`;
+    if (url.protocol !== "https:" && url.protocol !== "http:") {
+      throw this.#refuse(registry, `${what} with the scheme ${url.protocol}`, shown);
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    let addrs: ResolvedAddress[];
+    if (classifyAddress(host)) {
+      addrs = [{ address: host, family: isIP(host) === 6 ? 6 : 4 }];
+    } else {
+      try {
+        addrs = await this.#resolve(host);
+      } catch (e) {
+        throw this.#networkError(registry, "GET", url.toString(), e);
+      }
+      if (addrs.length === 0) throw this.#refuse(registry, `${what} on a host with no address`, shown);
+    }
+    if (!(await this.#isLocal(registry))) {
+      for (const a of addrs) {
+        const cls: AddressClass = classifyAddress(a.address) ?? "reserved";
+        if (cls !== "public") {
+          throw new PolyarchError({
+            code: "E_SSRF",
+            message: `SSRF protection: ${registry} sent a ${what} on a ${cls} address (${shown}${a.address === host ? "" : ` → ${a.address}`})`,
+            hint: "A public registry may only send clients to public hosts; the registry or something between is hostile or misconfigured.",
+          });
+        }
+      }
+    }
+    if (origin.protocol === "https:" && url.protocol !== "https:") {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `${registry} sent a ${what} over plain HTTP (${shown})`,
+        hint: "Refusing to leave HTTPS for plain HTTP; fix the registry's configuration.",
+      });
+    }
+    return addrs[0];
+  }
+
+  #refuse(registry: string, what: string, shown: string): PolyarchError {
+    return new PolyarchError({
+      code: "E_SSRF",
+      message: `${registry} sent a ${what} (${shown}); polyarch does not follow it`,
+      hint: "The registry is misconfigured or hostile.",
+    });
   }
 
   async close(): Promise<void> {
@@ -285,21 +376,7 @@ export class Transport {
         hint: "The registry's auth configuration is wrong.",
       });
     }
-    const registryUrl = new URL(this.baseUrl(req.registry));
-    if (registryUrl.protocol === "https:" && url.protocol !== "https:") {
-      throw new PolyarchError({
-        code: "E_AUTH",
-        message: `${req.registry} sent a token realm over plain HTTP (${url.origin})`,
-        hint: "Refusing to send credentials in the clear; fix the registry's token realm.",
-      });
-    }
-    if (isPrivateLiteral(url.host) && url.host !== registryUrl.host && !isLoopback(registryUrl.host)) {
-      throw new PolyarchError({
-        code: "E_AUTH",
-        message: `SSRF protection: ${req.registry} sent a token realm on a private address (${url.host})`,
-        hint: "The registry's token realm must be public or on the registry's own host.",
-      });
-    }
+    const address = await this.#checkServerUrl(req.registry, url, "token realm");
     if (service) url.searchParams.set("service", service);
     for (const s of req.scopes) url.searchParams.append("scope", s);
     const headers: Record<string, string> = { "user-agent": this.#ua, accept: "application/json" };
@@ -328,6 +405,7 @@ export class Transport {
         headers,
         ...(body ? { body: Buffer.from(body) } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
+        ...(address ? { address } : {}),
       });
     } catch (e) {
       throw this.#networkError(req.registry, method, url.toString(), e);
@@ -373,11 +451,19 @@ export class Transport {
 
   async #send(req: TransportRequest, authorization: string | undefined): Promise<TransportResponse> {
     const origin = this.baseUrl(req.registry);
-    let url = /^https?:\/\//.test(req.path) ? req.path : `${origin}${req.path}`;
-    let auth = authorization;
+    let url: URL;
+    try {
+      url = new URL(req.path, origin);
+    } catch {
+      throw this.#refuse(req.registry, "URL that does not parse", redactUrl(req.path));
+    }
     for (let hop = 0; ; hop++) {
+      // Every hop is checked: the first may already be a server's URL (a Location, a Link).
+      const address = await this.#checkServerUrl(req.registry, url, hop === 0 ? "URL" : "redirect");
       const headers: Record<string, string> = { "user-agent": this.#ua, ...req.headers };
-      if (auth) headers["authorization"] = auth;
+      // Credentials only ever go to the registry's own origin (step 5).
+      if (authorization && address === undefined && url.origin === new URL(origin).origin)
+        headers["authorization"] = authorization;
       const body = req.body?.();
       let res: HttpResponse;
       try {
@@ -386,39 +472,30 @@ export class Transport {
           headers,
           ...(body ? { body } : {}),
           ...(req.signal ? { signal: req.signal } : {}),
+          ...(address ? { address } : {}),
         });
       } catch (e) {
-        throw this.#networkError(req.registry, req.method, url, e);
+        throw this.#networkError(req.registry, req.method, url.toString(), e);
       }
       const location = res.headers["location"];
       const isRedirect =
         [301, 302, 303, 307, 308].includes(res.statusCode) && (req.method === "GET" || req.method === "HEAD");
       if (!isRedirect || typeof location !== "string" || req.expect.includes(res.statusCode)) {
-        return { status: res.statusCode, url, headers: res.headers, body: res.body };
+        return { status: res.statusCode, url: url.toString(), headers: res.headers, body: res.body };
       }
       await res.body.dump();
       if (hop >= 5) {
         throw registryError(
-          { status: res.statusCode, codes: [], method: req.method, url: redactUrl(url) },
+          { status: res.statusCode, codes: [], method: req.method, url: redactUrl(url.toString()) },
           `too many redirects from ${req.registry}`,
           "The registry or its storage is misconfigured.",
         );
       }
-      const next = new URL(location, url);
-      if (
-        isPrivateLiteral(next.host) &&
-        !isLoopback(new URL(origin).host) &&
-        next.host !== new URL(origin).host
-      ) {
-        throw new PolyarchError({
-          code: "E_REGISTRY",
-          message: `SSRF protection: ${req.registry} redirected to a private address (${next.host})`,
-          hint: "The registry's storage redirect points inside a private network.",
-        });
+      try {
+        url = new URL(location, url);
+      } catch {
+        throw this.#refuse(req.registry, "redirect that does not parse", redactUrl(location));
       }
-      // Never carry registry credentials to another host (REG-17): storage URLs are pre-signed.
-      if (next.origin !== new URL(url).origin) auth = undefined;
-      url = next.toString();
     }
   }
 
@@ -437,17 +514,28 @@ export class Transport {
       (e as NodeJS.ErrnoException).code ??
       ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code ??
       "";
+    let host = registry;
+    try {
+      const u = new URL(url);
+      if (u.origin !== new URL(this.baseUrl(registry)).origin) host = u.host;
+    } catch {
+      // keep the registry's name
+    }
+    const foreign = host !== registry;
     const why =
       code === "ENOTFOUND" || code === "EAI_AGAIN"
-        ? `unknown host ${registry.replace(/:\d+$/, "")}`
+        ? `unknown host ${host.replace(/:\d+$/, "")}`
         : code === "ECONNREFUSED"
           ? "connection refused"
           : (e as Error).message;
     return new PolyarchError({
       code: "E_REGISTRY",
-      message: `cannot reach ${registry}: ${why}`,
-      hint:
-        code === "ENOTFOUND"
+      message: foreign
+        ? `cannot reach ${host}, where ${registry} sent polyarch: ${why}`
+        : `cannot reach ${registry}: ${why}`,
+      hint: foreign
+        ? `${registry} named that host (token service, storage or upload URL); it is down or unreachable from here.`
+        : code === "ENOTFOUND"
           ? "Check the registry name in the reference."
           : "Check that the registry is up and reachable from here.",
       cause: e,

@@ -28,6 +28,11 @@ export interface FaultProxy {
   host: string;
   log: ProxyLog[];
   faults: Fault[];
+  /**
+   * Changes response headers before they go out, e.g. a hostile upload Location or Link that
+   * points at another host (tests of where credentials may go).
+   */
+  rewriteHeaders?: (headers: http.OutgoingHttpHeaders, req: { method: string; path: string }) => void;
   /** Bytes of request bodies sent to blob upload endpoints. */
   uploadedBytes(): number;
   stop(): Promise<void>;
@@ -81,6 +86,7 @@ export async function startProxy(targetHost: string): Promise<FaultProxy> {
         // Locations point at the registry itself: keep clients on the proxy.
         if (typeof headers.location === "string")
           headers.location = headers.location.replace(`//${targetHost}`, `//${proxyHost}`);
+        proxy.rewriteHeaders?.(headers, { method, path });
         if (fault?.kind === "oversize") {
           up.resume();
           const big = Buffer.alloc(4 * 1024 * 1024 + 1, 0x20);
@@ -122,7 +128,7 @@ export async function startProxy(targetHost: string): Promise<FaultProxy> {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   const proxyHost = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
+  const proxy: FaultProxy = {
     host: proxyHost,
     log,
     faults,
@@ -136,4 +142,5 @@ export async function startProxy(targetHost: string): Promise<FaultProxy> {
         server.close(() => r());
       }),
   };
+  return proxy;
 }
