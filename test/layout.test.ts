@@ -93,5 +93,59 @@ describe("OCI layout store", () => {
     assert.ok(checked > 0, "some blobs were completed");
     for (const t of await layout.tags())
       assert.ok(await layout.hasBlob(t.descriptor), `tag ${t.tag} points at a stored blob`);
+    // The next write, under the lock, removes what the killed writers left (issue 8) — but
+    // never a temp file whose writer is alive (this process stands in for one).
+    const live = path.join(blobs, `${"0".repeat(64)}.tmp-${process.pid}-live`);
+    await writeFile(live, "in progress");
+    const next = Buffer.from("after the kills");
+    const desc = { mediaType: MediaType.OCI_MANIFEST, digest: sha256(next), size: next.length };
+    await layout.putBlobBytes(desc, next);
+    await layout.setTags(desc, ["after"]);
+    const left = (await readdir(blobs)).filter((n) => n.includes(".tmp-"));
+    assert.deepEqual(left, [path.basename(live)], "only the live writer's temp file is left");
+  });
+
+  it("two writers creating the same new layout both succeed, into one layout", async () => {
+    for (let i = 0; i < 10; i++) {
+      const dir = path.join(work, `new-${i}`);
+      const a = Buffer.from(`a${i}`);
+      const b = Buffer.from(`b${i}`);
+      const write = async (data: Buffer, tag: string) => {
+        const layout = await OciLayout.openOrCreate(dir);
+        const desc = { mediaType: MediaType.OCI_MANIFEST, digest: sha256(data), size: data.length };
+        await layout.putBlobBytes(desc, data);
+        await layout.setTags(desc, [tag]);
+      };
+      await Promise.all([write(a, "a"), write(b, "b")]);
+      const tags = (await (await OciLayout.open(dir)).tags()).map((t) => t.tag).sort();
+      assert.deepEqual(tags, ["a", "b"]);
+      assert.deepEqual(
+        (await readdir(work)).filter((n) => n.startsWith(`new-${i}.tmp-`)),
+        [],
+      );
+    }
+  });
+
+  it("reads never follow a symlinked blob and name a missing one", async () => {
+    const dir = path.join(work, "reads");
+    const layout = await OciLayout.openOrCreate(dir);
+    const data = Buffer.from("outside the layout");
+    const outside = path.join(work, "outside-blob");
+    await writeFile(outside, data);
+    const desc = { digest: sha256(data), size: data.length };
+    await symlink(outside, layout.blobPath(desc.digest));
+    const drain = async () => {
+      for await (const c of layout.readBlob(desc)) void c;
+    };
+    await assert.rejects(drain(), /is a symlink/);
+    await assert.rejects(layout.readBlobBytes(desc, 1024), /is a symlink/);
+    await unlink(layout.blobPath(desc.digest));
+    await assert.rejects(
+      drain(),
+      (e: Error & { code?: string }) => e.code === "E_NOT_FOUND" && /is missing from/.test(e.message),
+    );
+    // A read that is made and never iterated opens nothing, so it cannot fail later unhandled.
+    layout.readBlob(desc);
+    await new Promise((r) => setTimeout(r, 20));
   });
 });

@@ -1,4 +1,5 @@
 import type { Descriptor, Digest } from "../digest/index.js";
+import { Semaphore } from "../util/limit.js";
 import type { Artifact } from "./index.js";
 
 /** A place blobs can be stored: an OCI layout, a tarball being written, later a registry. */
@@ -20,67 +21,91 @@ export const WRITE_CONCURRENCY = 4;
  * Writes an artifact children-first: for an image its config and layers, then its manifest;
  * for an index every child, then the index. Independent blobs are written concurrently (at
  * most WRITE_CONCURRENCY at once) and each digest once, however many images share it.
- * Returns the digests newly written, so a failed publish can take them back.
+ * Returns the digests newly written; they are also added to `written` as they are stored, so
+ * a publish that fails can take back exactly those.
  */
 export async function writeArtifact(
   sink: BlobSink,
   artifact: Artifact,
   concurrency = WRITE_CONCURRENCY,
+  written = new Set<Digest>(),
 ): Promise<Set<Digest>> {
-  const written = new Set<Digest>();
   const inflight = new Map<Digest, Promise<void>>();
-  let free = concurrency;
-  const waiting: (() => void)[] = [];
-  const slot = async <T>(fn: () => Promise<T>): Promise<T> => {
-    if (free > 0) free--;
-    else await new Promise<void>((r) => waiting.push(r));
-    try {
-      return await fn();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else free++;
+  const writes = new Semaphore(concurrency);
+  // Reading child manifests is bounded too: an index of 20,000 entries must not open 20,000 files.
+  const reads = new Semaphore(16);
+  // After the first failure nothing new starts, and the error is thrown only once every write
+  // already under way has finished: a caller rolling back never races a writer (issue 8).
+  let failure: { error: unknown } | undefined;
+  const guarded = (fn: () => Promise<void>) =>
+    writes.run(async () => {
+      if (failure) throw failure.error;
+      try {
+        await fn();
+      } catch (e) {
+        failure ??= { error: e };
+        throw e;
+      }
+    });
+  const once = (digest: Digest, fn: () => Promise<void>): Promise<void> => {
+    let p = inflight.get(digest);
+    if (!p) {
+      p = guarded(fn);
+      inflight.set(digest, p);
     }
+    return p;
   };
   const put = (
     desc: Pick<Descriptor, "digest" | "size">,
     open: () => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  ): Promise<void> => {
-    let p = inflight.get(desc.digest);
+  ): Promise<void> =>
+    once(desc.digest, async () => {
+      if (await sink.putBlob(desc, open)) written.add(desc.digest);
+    });
+  // One write per artifact digest, however often it is reached: a second parent waits for it.
+  const artifacts = new Map<Digest, Promise<void>>();
+  const write = async (a: Artifact): Promise<void> => {
+    const desc = await a.descriptor();
+    let p = artifacts.get(desc.digest);
     if (!p) {
-      p = slot(async () => {
-        if (await sink.putBlob(desc, open)) written.add(desc.digest);
-      });
-      inflight.set(desc.digest, p);
+      p = writeOne(a, desc);
+      artifacts.set(desc.digest, p);
     }
     return p;
   };
-  const write = async (a: Artifact): Promise<void> => {
-    const desc = await a.descriptor();
-    const existing = inflight.get(desc.digest);
-    if (existing) return existing;
+  const writeOne = async (a: Artifact, desc: Descriptor): Promise<void> => {
     if (a.kind === "image") {
       const m = await a.manifest();
       await Promise.all([m.config, ...m.layers].map((b) => put(b, () => a.blob(b))));
     } else {
       const m = await a.manifest();
-      await Promise.all(m.manifests.map(async (d) => write(await a.child(d))));
+      await Promise.all(
+        m.manifests.map(async (d) => {
+          if (failure) throw failure.error;
+          return write(await reads.run(() => a.child(d)));
+        }),
+      );
     }
     // Children are stored: now the parent may name them.
     const raw = await a.rawManifest();
     if (sink.putManifest) {
-      let p = inflight.get(desc.digest);
-      if (!p) {
-        p = slot(async () => {
-          if (await sink.putManifest!(desc, raw)) written.add(desc.digest);
-        });
-        inflight.set(desc.digest, p);
-      }
-      await p;
+      await once(desc.digest, async () => {
+        if (await sink.putManifest!(desc, raw)) written.add(desc.digest);
+      });
     } else {
       await put(desc, () => [raw]);
     }
   };
-  await write(artifact);
+  try {
+    await write(artifact);
+  } catch (e) {
+    failure ??= { error: e };
+    for (;;) {
+      const pending = [...inflight.values()];
+      await Promise.allSettled(pending);
+      if (inflight.size === pending.length) break;
+    }
+    throw failure.error;
+  }
   return written;
 }

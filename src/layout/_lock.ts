@@ -1,7 +1,8 @@
 import { open, readFile, rm, stat } from "node:fs/promises";
 import { PolyarchError } from "../errors.js";
 
-function alive(pid: number): boolean {
+/** True while a process with this pid exists (EPERM: it exists, owned by someone else). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -32,7 +33,7 @@ export async function withLock<T>(
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       const owner = Number.parseInt(await readFile(lockPath, "utf8").catch(() => ""), 10);
-      if (Number.isInteger(owner) && owner > 0 && !alive(owner)) {
+      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
         await rm(lockPath, { force: true });
         continue;
       }

@@ -7,10 +7,15 @@
  *    then it is renamed to its name and made read-only, and the directory is fsynced;
  * 2. `index.json` is replaced by temp file + rename, under a lock, after every blob it names
  *    is stored, so a failed or killed write leaves the previous index in place;
- * 3. digests are validated before any path is built, and symlinked blobs are refused.
+ * 3. digests are validated before any path is built, and symlinked blobs are refused: every
+ *    read opens with O_NOFOLLOW, so a link is never followed, even one planted after a check;
+ * 4. a new layout appears whole: its skeleton is made in a temp directory and renamed into
+ *    place, so two writers creating the same new layout both end up using one;
+ * 5. temp files of writers that were killed (`*.tmp-<pid>-*` whose process is gone) are
+ *    removed by the next write, under the index lock.
  */
-import { createReadStream } from "node:fs";
-import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import {
   type Descriptor,
@@ -30,7 +35,7 @@ import {
   parseManifest,
   serialize,
 } from "../manifest/index.js";
-import { withLock } from "./_lock.js";
+import { pidAlive, withLock } from "./_lock.js";
 
 export const LAYOUT_VERSION = "1.0.0";
 
@@ -47,8 +52,41 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** A temp name beside `file` that says which process writes it (step 5). */
+function tempName(file: string): string {
+  return `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+}
+const TEMP = /\.tmp-(\d+)-[a-z0-9]+$/;
+
+/** Opens a blob for reading without following a symlink; missing and linked blobs are clear errors. */
+async function openBlob(file: string, digest: Digest, dir: string) {
+  try {
+    return await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR")
+      throw new PolyarchError({
+        code: "E_NOT_FOUND",
+        message: `blob ${digest} is missing from ${dir}`,
+        hint: "The layout is incomplete; rebuild or re-copy the image into it.",
+        cause: e,
+      });
+    if (code === "ELOOP")
+      throw layoutError(
+        `blob ${digest} in ${dir} is a symlink`,
+        "Remove the symlink; blobs must be regular files.",
+        e,
+      );
+    throw layoutError(
+      `cannot read blob ${digest} in ${dir} (${code ?? "error"})`,
+      "Check the layout's permissions.",
+      e,
+    );
+  }
+}
+
 async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const tmp = tempName(file);
   const fh = await open(tmp, "wx", 0o644);
   try {
     await fh.writeFile(data);
@@ -72,6 +110,8 @@ export interface TagEntry {
 
 export class OciLayout {
   readonly dir: string;
+  /** True when this call of openOrCreate made the layout (so a failed first write may remove it). */
+  created = false;
   private constructor(dir: string) {
     this.dir = dir;
   }
@@ -117,13 +157,29 @@ export class OciLayout {
         "Choose an empty or new directory for the layout, so polyarch never mixes with other files.",
       );
     }
-    await mkdir(path.join(abs, "blobs", "sha256"), { recursive: true });
+    // Step 4: the skeleton is built beside the target and renamed in. rename(2) replaces an
+    // empty directory; if another writer's layout got there first, it fails and we use theirs.
+    await mkdir(path.dirname(abs), { recursive: true });
+    const tmp = await mkdtemp(`${abs}.tmp-${process.pid}-`);
+    try {
+      await chmod(tmp, 0o755); // mkdtemp makes 0700; a layout is as readable as any output
+
+      await mkdir(path.join(tmp, "blobs", "sha256"), { recursive: true });
+      await writeFileAtomic(
+        path.join(tmp, "index.json"),
+        serialize({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }),
+      );
+      await writeFileAtomic(path.join(tmp, "oci-layout"), serialize({ imageLayoutVersion: LAYOUT_VERSION }));
+      await rename(tmp, abs);
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOTEMPTY" || code === "EEXIST") return OciLayout.openOrCreate(abs);
+      throw e;
+    }
+    await fsyncDir(path.dirname(abs));
     const l = new OciLayout(abs);
-    await writeFileAtomic(
-      path.join(abs, "index.json"),
-      serialize({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] }),
-    );
-    await writeFileAtomic(path.join(abs, "oci-layout"), serialize({ imageLayoutVersion: LAYOUT_VERSION }));
+    l.created = true;
     return l;
   }
 
@@ -153,7 +209,7 @@ export class OciLayout {
     if (await this.hasBlob(desc)) return false;
     const dest = this.blobPath(desc.digest);
     await mkdir(path.dirname(dest), { recursive: true });
-    const tmp = `${dest}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const tmp = tempName(dest);
     const fh = await open(tmp, "wx", 0o644);
     try {
       for await (const chunk of verifyingStream(source, desc, `blob ${desc.digest}`)) await fh.write(chunk);
@@ -184,32 +240,41 @@ export class OciLayout {
         hint: "The layout refers to an oversize document; check where it came from.",
       });
     }
-    const file = this.blobPath(desc.digest);
-    const st = await lstat(file).catch(() => undefined);
-    if (!st) {
-      throw new PolyarchError({
-        code: "E_NOT_FOUND",
-        message: `blob ${desc.digest} is missing from ${this.dir}`,
-        hint: "The layout is incomplete; rebuild or re-copy the image into it.",
-      });
+    const fh = await openBlob(this.blobPath(desc.digest), desc.digest, this.dir);
+    let data: Buffer;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile())
+        throw layoutError(
+          `blob ${desc.digest} in ${this.dir} is not a regular file`,
+          "The layout is damaged.",
+        );
+      // Read at most one byte past the size: enough to see a mismatch, never an unbounded read.
+      const buf = Buffer.alloc(Math.min(st.size, desc.size + 1));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      data = buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
     }
-    if (st.isSymbolicLink())
-      throw layoutError(
-        `blob ${desc.digest} in ${this.dir} is a symlink`,
-        "Remove the symlink; blobs must be regular files.",
-      );
-    const data = await readFile(file);
     verifyBytes(data, desc, `blob ${desc.digest} in ${this.dir}`);
     return data;
   }
 
   /** Streams a blob, verified against its descriptor as it is read. */
   readBlob(desc: Pick<Descriptor, "digest" | "size">): AsyncIterable<Uint8Array> {
-    return verifyingStream(
-      createReadStream(this.blobPath(desc.digest), { highWaterMark: 1 << 20 }),
-      desc,
-      `blob ${desc.digest} in ${this.dir}`,
-    );
+    const file = this.blobPath(desc.digest);
+    const dir = this.dir;
+    // Opened only when read: a stream made and dropped can never emit an unhandled 'error'.
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      const fh = await openBlob(file, desc.digest, dir);
+      const stream = fh.createReadStream({ highWaterMark: 1 << 20 }); // closes fh when done or destroyed
+      try {
+        yield* stream as AsyncIterable<Uint8Array>;
+      } finally {
+        stream.destroy();
+      }
+    }
+    return verifyingStream(chunks(), desc, `blob ${desc.digest} in ${this.dir}`);
   }
 
   async readIndex(): Promise<{ raw: Uint8Array; index: ImageIndex }> {
@@ -282,6 +347,7 @@ export class OciLayout {
     await withLock(
       path.join(this.dir, "index.json.lock"),
       async () => {
+        await this.removeStaleTemps();
         const { index } = await this.readIndex();
         const keep = index.manifests.filter((d) => {
           const name = d.annotations?.[Annotation.REF_NAME];
@@ -305,8 +371,49 @@ export class OciLayout {
     );
   }
 
+  /**
+   * Removes temp files whose writer process is gone (step 5): a kill -9 mid-write leaves them,
+   * and `umoci gc` refuses a layout that has them. A live writer's files are never touched.
+   */
+  async removeStaleTemps(): Promise<number> {
+    let removed = 0;
+    const sweep = async (dir: string) => {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const pid = Number(TEMP.exec(name)?.[1]);
+        if (!pid || pid === process.pid || pidAlive(pid)) continue;
+        await rm(path.join(dir, name), { recursive: true, force: true });
+        removed++;
+      }
+    };
+    await sweep(this.dir);
+    const blobs = path.join(this.dir, "blobs");
+    for (const alg of await readdir(blobs).catch(() => [] as string[])) await sweep(path.join(blobs, alg));
+    return removed;
+  }
+
   /** Removes blobs that were added by a write that then failed (never blobs that existed before). */
   async removeBlobs(digests: Iterable<Digest>): Promise<void> {
     for (const d of digests) await rm(this.blobPath(d), { force: true });
+  }
+
+  /**
+   * Removes a layout this process created whose first write failed, so no empty or partial
+   * layout is left — but only while it is still untouched by anyone else: no tag in
+   * index.json and no blob or temp file in it (another writer may have started using it).
+   * Returns true when it was removed.
+   */
+  async removeIfUnused(): Promise<boolean> {
+    return withLock(path.join(this.dir, "index.json.lock"), async () => {
+      await this.removeStaleTemps();
+      const { index } = await this.readIndex();
+      if (index.manifests.length > 0) return false;
+      const blobs = path.join(this.dir, "blobs");
+      for (const alg of await readdir(blobs))
+        if ((await readdir(path.join(blobs, alg))).length > 0) return false;
+      const names = (await readdir(this.dir)).filter((n) => n !== "index.json.lock");
+      if (names.some((n) => !["blobs", "index.json", "oci-layout"].includes(n))) return false;
+      for (const n of names) await rm(path.join(this.dir, n), { recursive: true, force: true });
+      return true;
+    });
   }
 }

@@ -2,7 +2,7 @@
  * Publishers take an artifact and names and store it somewhere. Every publisher writes
  * children before parents and moves names last, so a failure leaves old names where they were.
  */
-import { access, constants, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { access, constants, mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { type Descriptor, type Digest, verifyingStream } from "../digest/index.js";
@@ -101,17 +101,16 @@ export class LayoutPublisher implements Publisher {
     opts: { signal?: AbortSignal } = {},
   ): Promise<PublishResult> {
     const abs = path.resolve(this.dir);
-    const before = await stat(path.join(abs, "oci-layout")).catch(() => undefined);
     const dirExisted = await stat(abs).then(
       () => true,
       () => false,
     );
     let layout: OciLayout | undefined;
-    let written = new Set<Digest>();
+    const written = new Set<Digest>();
     try {
       layout = await OciLayout.openOrCreate(abs);
       const store = layout;
-      written = await writeArtifact({ putBlob: (d, open) => store.putBlob(d, open()) }, artifact);
+      await writeArtifact({ putBlob: (d, open) => store.putBlob(d, open()) }, artifact, undefined, written);
       opts.signal?.throwIfAborted();
       const desc = await artifact.descriptor();
       await layout.setTags(
@@ -126,16 +125,16 @@ export class LayoutPublisher implements Publisher {
         ),
       };
     } catch (e) {
-      // Take back what this publish added; never touch what was there before.
-      if (!before) {
-        if (dirExisted) {
-          for (const name of ["blobs", "index.json", "oci-layout", "index.json.lock"])
-            await rm(path.join(abs, name), { recursive: true, force: true });
-        } else {
-          await rm(abs, { recursive: true, force: true });
+      // Take back what this publish added; never touch what was there before. Every write has
+      // finished by now (writeArtifact waits), so nothing races the clean-up; a clean-up that
+      // fails anyway never hides the error that caused it.
+      if (layout) {
+        try {
+          await layout.removeBlobs(written);
+          if (layout.created && (await layout.removeIfUnused()) && !dirExisted) await rmdir(abs);
+        } catch {
+          // what is left is a valid layout without the new tags; the next write reuses it
         }
-      } else if (layout) {
-        await layout.removeBlobs(written);
       }
       throw addContext(e, `writing ${this.dir}`);
     }

@@ -54,6 +54,17 @@ function pinnedLookup(a: ResolvedAddress) {
   };
 }
 
+/**
+ * The request body's source failed (a blob being copied from elsewhere): the error is that
+ * source's, not this connection's, and is reported and retried as such (issue 8).
+ */
+export class BodySourceError extends Error {
+  constructor(readonly source: unknown) {
+    super(source instanceof Error ? source.message : String(source));
+    this.name = "BodySourceError";
+  }
+}
+
 export class HttpClient implements HttpLike {
   readonly #http = new http.Agent({ keepAlive: true, maxSockets: 16 });
   readonly #https = new https.Agent({ keepAlive: true, maxSockets: 16 });
@@ -92,7 +103,11 @@ export class HttpClient implements HttpLike {
         req.end(opts.body);
       } else {
         const src = Readable.from(opts.body);
-        src.on("error", (e) => req.destroy(e));
+        src.on("error", (e) => {
+          const err = new BodySourceError(e);
+          reject(err);
+          req.destroy(err);
+        });
         src.pipe(req);
       }
     });

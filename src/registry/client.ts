@@ -23,7 +23,7 @@ import {
 import type { Reference } from "../ref/index.js";
 import { fixedBlocks } from "../util/blocks.js";
 import { isRetryableNetworkError, MAX_ERROR_BODY, parseErrorBody } from "./errors.js";
-import { header, Transport, type TransportResponse } from "./transport.js";
+import { asExhausted, header, Transport, type TransportResponse } from "./transport.js";
 
 export interface Repo {
   registry: string;
@@ -299,8 +299,12 @@ export class RegistryClient {
     signal?: AbortSignal,
   ): AsyncGenerator<Uint8Array> {
     let offset = 0;
+    // One retry budget for the whole blob (issue 8): failed requests and resumes that made
+    // little progress draw on it; a resume after ≥ 1 MiB of progress is free (REG-14).
+    const budget = { used: 0 };
     for (let resumes = 0; ; resumes++) {
       const range = offset > 0 ? { range: `bytes=${offset}-` } : undefined;
+      const startedAt = offset;
       const res = await this.transport.retry(
         `reading blob ${desc.digest}`,
         () =>
@@ -314,6 +318,7 @@ export class RegistryClient {
             ...(signal ? { signal } : {}),
           }),
         signal,
+        budget,
       );
       let skip = 0;
       if (res.status === 206) {
@@ -353,7 +358,30 @@ export class RegistryClient {
         return;
       } catch (e) {
         signal?.throwIfAborted();
-        if (resumes >= 3 || offset >= desc.size || !isRetryableNetworkError(e)) throw e;
+        const giveUp =
+          resumes >= 3 ||
+          offset >= desc.size ||
+          !isRetryableNetworkError(e) ||
+          (offset - startedAt < 1 << 20 && budget.used >= this.transport.retryPolicy.attempts);
+        if (giveUp) {
+          if (e instanceof PolyarchError) throw e;
+          throw asExhausted(
+            new PolyarchError({
+              code: "E_REGISTRY",
+              message: `reading blob ${desc.digest} from ${repo.registry}/${repo.repository}: the connection broke after ${offset} of ${desc.size} bytes (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+              hint: "The registry or the network between is failing; try again later.",
+              cause: e,
+              data: {
+                status: 0,
+                codes: [],
+                method: "GET",
+                url: "",
+                network: (e as NodeJS.ErrnoException).code ?? "",
+              },
+            }),
+          );
+        }
+        if (offset - startedAt >= 1 << 20) budget.used = Math.max(0, budget.used - 1);
       } finally {
         if (!res.body.destroyed) res.body.destroy();
       }

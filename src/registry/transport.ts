@@ -29,6 +29,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import {
+  BodySourceError,
   HttpClient,
   type HttpLike,
   type HttpResponse,
@@ -64,15 +65,17 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxRetryAfterMs: 60_000,
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
-      const t = setTimeout(resolve, ms);
-      signal?.addEventListener(
-        "abort",
-        () => {
-          clearTimeout(t);
-          reject(signal.reason as Error);
-        },
-        { once: true },
-      );
+      // The abort listener goes when the wait ends: many retries on one signal must not pile
+      // listeners up (MaxListenersExceededWarning, issue 8).
+      const onAbort = () => {
+        clearTimeout(t);
+        reject(signal!.reason as Error);
+      };
+      const t = setTimeout(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener("abort", onAbort, { once: true });
     }),
 };
 
@@ -147,6 +150,18 @@ async function readCapped(body: ResponseBody, limit: number): Promise<string> {
     chunks.push(c);
   }
   return Buffer.concat(chunks).toString("utf8").slice(0, limit);
+}
+
+const EXHAUSTED = Symbol("polyarch.retriesExhausted");
+
+/** Marks an error as final: whoever sees it next does not retry it. */
+export function asExhausted(e: unknown): unknown {
+  if (e instanceof Error) Object.defineProperty(e, EXHAUSTED, { value: true });
+  return e;
+}
+
+export function isExhausted(e: unknown): boolean {
+  return e instanceof Error && (e as unknown as Record<symbol, unknown>)[EXHAUSTED] === true;
 }
 
 export class Transport {
@@ -475,6 +490,8 @@ export class Transport {
           ...(address ? { address } : {}),
         });
       } catch (e) {
+        // The body's source failed (a copy's source registry or layout): its error, not ours.
+        if (e instanceof BodySourceError) throw asExhausted(e.source);
         throw this.#networkError(req.registry, req.method, url.toString(), e);
       }
       const location = res.headers["location"];
@@ -591,14 +608,26 @@ export class Transport {
     );
   }
 
-  /** Runs an operation with bounded retries on transient failures (never on abort or 4xx). */
-  async retry<T>(what: string, op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  /**
+   * Runs an operation with bounded retries on transient failures (never on abort or 4xx).
+   * Calls that share a `budget` share its attempts (a blob read and its range resumes).
+   */
+  async retry<T>(
+    what: string,
+    op: (attempt: number) => Promise<T>,
+    signal?: AbortSignal,
+    budget: { used: number } = { used: 0 },
+  ): Promise<T> {
     const p = this.retryPolicy;
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = budget.used + 1; ; attempt++) {
+      budget.used = attempt;
       try {
         return await op(attempt);
       } catch (e) {
         signal?.throwIfAborted();
+        // An error that already used up a retry budget (an inner operation's, or a copy
+        // source's) is never retried again: retries do not multiply across layers.
+        if (isExhausted(e)) throw e;
         const data = e instanceof PolyarchError ? e.data : undefined;
         const status = typeof data?.["status"] === "number" ? data["status"] : undefined;
         const codes = Array.isArray(data?.["codes"]) ? (data["codes"] as string[]) : [];
@@ -611,8 +640,8 @@ export class Transport {
           (!(e instanceof PolyarchError) && isRetryableNetworkError(e));
         if (!retryable || attempt >= p.attempts) {
           if (attempt > 1 && e instanceof PolyarchError)
-            throw e.withContext(`${what} (after ${attempt} attempts)`);
-          throw e;
+            throw asExhausted(e.withContext(`${what} (after ${attempt} attempts)`));
+          throw retryable ? asExhausted(e) : e;
         }
         const base = p.delaysMs[Math.min(attempt - 1, p.delaysMs.length - 1)] ?? 1000;
         const jittered = base * (1 + (Math.random() * 2 - 1) * p.jitter);

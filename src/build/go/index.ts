@@ -5,7 +5,7 @@
  * an index over them.
  */
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, rename, stat, writeFile, rm } from "node:fs/promises";
+import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Digest, digestHex, isDigest } from "../../digest/index.js";
 import { PolyarchError } from "../../errors.js";
@@ -363,6 +363,19 @@ export class GoBuilder implements Builder {
     pool: LayerPool,
   ): Promise<FileLayer | undefined> {
     const dir = path.join(pkg.dir, STATIC_DIR_NAME);
+    const link = await lstat(dir).catch(() => undefined);
+    if (link?.isSymbolicLink()) {
+      // kodata/ may be a link, but only to a directory inside the package (issue 8): never
+      // pack files from elsewhere on the machine.
+      const [real, realPkg] = await Promise.all([realpath(dir).catch(() => ""), realpath(pkg.dir)]);
+      if (!real || !real.startsWith(realPkg + path.sep)) {
+        throw new PolyarchError({
+          code: "E_TAR",
+          message: `${STATIC_DIR_NAME}/ in ${pkg.dir} is a symlink to ${real || "a missing path"}, outside the package`,
+          hint: `Put the static files in ${STATIC_DIR_NAME}/ itself, or link to a directory inside the package.`,
+        });
+      }
+    }
     const st = await stat(dir).catch(() => undefined);
     if (!st?.isDirectory()) return undefined;
     const entries = await entriesFromDirectory(dir, DATA_DIR.slice(1));
