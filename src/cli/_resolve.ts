@@ -3,6 +3,24 @@ import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import type { Exec } from "../util/exec.js";
 
+/** The last second RFC 3339 can write (9999-12-31T23:59:59Z): skopeo and umoci parse no later `created`. */
+export const MAX_EPOCH = 253402300799;
+
+/** SOURCE_DATE_EPOCH's value: digits only (no sign, no spaces), at most MAX_EPOCH. */
+export function parseSourceDateEpoch(v: string): number {
+  if (!/^[0-9]{1,12}$/.test(v) || Number(v) > MAX_EPOCH) {
+    const shown = JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: /^[0-9]+$/.test(v)
+        ? `SOURCE_DATE_EPOCH=${shown} is after 9999-12-31T23:59:59Z, the last time an image's created field can hold`
+        : `SOURCE_DATE_EPOCH=${shown} is not a whole number of seconds since 1970 (digits only)`,
+      hint: `Set it to seconds since 1970 between 0 and ${MAX_EPOCH}, such as $(git log -1 --format=%ct), or unset it.`,
+    });
+  }
+  return Number(v);
+}
+
 /**
  * SOURCE_DATE_EPOCH from the environment (a whole number of seconds, per
  * reproducible-builds.org), else the time of the last commit of the repository holding
@@ -14,16 +32,7 @@ export async function resolveSourceDateEpoch(
   exec: Exec,
 ): Promise<{ value: number; from: string }> {
   const v = env["SOURCE_DATE_EPOCH"];
-  if (v !== undefined) {
-    if (!/^[0-9]+$/.test(v.trim()) || !Number.isSafeInteger(Number(v))) {
-      throw new PolyarchError({
-        code: "E_INPUT",
-        message: `SOURCE_DATE_EPOCH="${v}" is not a whole number of seconds since 1970`,
-        hint: "Set it to an integer such as $(git log -1 --format=%ct), or unset it.",
-      });
-    }
-    return { value: Number(v), from: "SOURCE_DATE_EPOCH" };
-  }
+  if (v !== undefined) return { value: parseSourceDateEpoch(v), from: "SOURCE_DATE_EPOCH" };
   try {
     const r = await exec("git", ["-C", dir, "log", "-1", "--format=%ct"], {
       env: { ...env, GIT_TERMINAL_PROMPT: "0" },

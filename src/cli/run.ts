@@ -13,6 +13,7 @@ import { makeClient, openLocation } from "./_registry.js";
 import { resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
 import { parseLocation } from "./_targets.js";
 import { ciBranch, loadResolved } from "./config.js";
+import { checkImages } from "../config/index.js";
 
 export interface RunFlags {
   env?: string;
@@ -48,6 +49,7 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   const started = Date.now();
   // 1. Resolve everything before any stage: config, git, time, tags, the plan.
   const c = await loadResolved(io, flags);
+  await checkImages(c);
   const hint = ciBranch(io.env);
   const git = await readGit(io.cwd, { env: io.env, ...(hint ? { branchHint: hint } : {}) });
   const epoch =

@@ -4,9 +4,9 @@
  * Precedence everywhere: flag > environment variable > the chosen environment's section >
  * the file > default. Nothing below this module reads the environment.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import { PolyarchError } from "../errors.js";
+import { addContext, PolyarchError } from "../errors.js";
 import { formatPlatform, parsePlatformList, type Platform } from "../platform/index.js";
 import { parseReference, type Reference } from "../ref/index.js";
 import { DEFAULT_RULES, type TagRule } from "../tags/index.js";
@@ -216,4 +216,30 @@ export function describeConfig(c: ResolvedConfig): string[][] {
     if (im.base) rows.push([`  ${im.name}.base`, im.base, "polyarch.yaml"]);
   }
   return rows;
+}
+
+/**
+ * What can be checked of the images before any work starts (issue 8), so that `run` and
+ * `run --dry-run` refuse the same things, and before lint, test or a compile: every image
+ * directory exists, every base parses as a reference or an `oci:` layout.
+ */
+export async function checkImages(c: ResolvedConfig): Promise<void> {
+  for (const im of c.images) {
+    const where = `${c.file}: image ${im.name}`;
+    const st = await stat(im.dir).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw new PolyarchError({
+        code: "E_CONFIG",
+        message: `${where}: its dir ${path.relative(c.root, im.dir) || "."} ${st ? "is not a directory" : "does not exist"}`,
+        hint: "Set dir to the directory of the image's Go module or package, relative to polyarch.yaml.",
+      });
+    }
+    if (im.base && !im.base.startsWith("oci:")) {
+      try {
+        parseReference(im.base);
+      } catch (e) {
+        throw addContext(e, `${where}: base`);
+      }
+    }
+  }
 }

@@ -156,6 +156,21 @@ function affix(b: Record<string, unknown>, q: Path): { prefix?: string; suffix?:
   return { ...(prefix ? { prefix } : {}), ...(suffix ? { suffix } : {}) };
 }
 
+/** Ports as the image config writes them (8080, 8080/udp), checked here so a dry run refuses what a run would. */
+function portList(v: unknown, p: Path): string[] {
+  if (!Array.isArray(v)) throw new Located(p, "expected a list of ports, e.g. [8080, 9090/udp]");
+  return v.map((x, i) => {
+    const s = typeof x === "number" ? String(x) : str(x, [...p, i]);
+    const m = /^([0-9]{1,5})(?:\/(tcp|udp|sctp))?$/i.exec(s.trim());
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535)
+      throw new Located(
+        [...p, i],
+        `${JSON.stringify(x)} is not a port (1–65535, optionally /tcp, /udp or /sctp)`,
+      );
+    return s.trim();
+  });
+}
+
 function image(v: unknown, p: Path): ImageConfigFile {
   const o = obj(v, p, [
     "name",
@@ -189,7 +204,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     dir,
     main: optStr(o["main"], [...p, "main"]) ?? ".",
     builder: "go",
-    ports: o["ports"] === undefined ? [] : strList(o["ports"], [...p, "ports"]),
+    ports: o["ports"] === undefined ? [] : portList(o["ports"], [...p, "ports"]),
     env: strMap(o["env"], [...p, "env"]),
     labels: strMap(o["labels"], [...p, "labels"]),
   };
@@ -304,8 +319,19 @@ export function parsePolyarchFile(text: string, file: string): PolyarchFile {
       hint: "Fix the YAML syntax at that line.",
     });
   }
+  let js: unknown;
   try {
-    return validate(doc.toJS(), file);
+    // yaml refuses documents whose aliases expand beyond 100 (a "billion laughs" bomb).
+    js = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new PolyarchError({
+      code: "E_CONFIG",
+      message: `${file}: cannot be read as data (${(e as Error).message.split("\n")[0]})`,
+      hint: "Use plain YAML: polyarch.yaml needs no anchors or aliases, and too many are refused.",
+    });
+  }
+  try {
+    return validate(js, file);
   } catch (e) {
     if (!(e instanceof Located)) throw e;
     // The deepest node that exists on the path gives the line.

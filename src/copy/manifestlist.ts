@@ -40,18 +40,50 @@ export class ManifestListStore {
     return path.join(this.dir, `${encodeURIComponent(formatReference(ref))}.json`);
   }
   async read(ref: Reference): Promise<LocalList | undefined> {
+    const file = this.#file(ref);
+    let text: string;
     try {
-      return JSON.parse(await readFile(this.#file(ref), "utf8")) as LocalList;
+      text = await readFile(file, "utf8");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw e;
+      throw this.#damaged(ref, file, e);
     }
+    let list: unknown;
+    try {
+      list = JSON.parse(text);
+    } catch (e) {
+      throw this.#damaged(ref, file, e);
+    }
+    const ok =
+      typeof list === "object" &&
+      list !== null &&
+      typeof (list as LocalList).ref === "string" &&
+      Array.isArray((list as LocalList).entries) &&
+      (list as LocalList).entries.every(
+        (x) =>
+          typeof x === "object" &&
+          x !== null &&
+          typeof x.image === "string" &&
+          typeof x.source === "string" &&
+          typeof x.descriptor?.digest === "string",
+      );
+    if (!ok) throw this.#damaged(ref, file);
+    return list as LocalList;
+  }
+  #damaged(ref: Reference, file: string, cause?: unknown): PolyarchError {
+    return new PolyarchError({
+      code: "E_INPUT",
+      message: `the local manifest list for ${formatReference(ref)} (${file}) is damaged`,
+      hint: `Remove it with polyarch manifest rm ${formatReference(ref)}, then create it again.`,
+      ...(cause ? { cause } : {}),
+    });
   }
   async write(list: LocalList): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     const file = this.#file(parseReference(list.ref));
-    await writeFile(`${file}.tmp`, JSON.stringify(list, null, 2));
-    await rename(`${file}.tmp`, file);
+    const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await writeFile(tmp, JSON.stringify(list, null, 2));
+    await rename(tmp, file);
   }
   async remove(ref: Reference): Promise<void> {
     await rm(this.#file(ref), { force: true });

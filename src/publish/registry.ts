@@ -121,8 +121,24 @@ export class RegistryPublisher implements Publisher {
       await writeArtifact(this.sink(opts.signal), artifact, 6);
       const desc = await artifact.descriptor();
       const raw = await artifact.rawManifest();
-      // Tags move last, each to the same bytes, so every tag names the same digest.
-      for (const tag of tags) await this.client.putManifest(this.repo, tag, raw, desc.mediaType, opts.signal);
+      // Tags move last, each to the same bytes, so every tag names the same digest. A registry
+      // has no multi-tag transaction: if one fails, say exactly which moved (issue 8).
+      const moved: string[] = [];
+      for (const tag of tags) {
+        try {
+          await this.client.putManifest(this.repo, tag, raw, desc.mediaType, opts.signal);
+        } catch (e) {
+          const rest = tags.slice(moved.length);
+          throw new PolyarchError({
+            code: e instanceof PolyarchError ? e.code : "E_REGISTRY",
+            message: `${desc.digest} is stored, but tag ${tag} could not be set: ${(e as Error).message}; tags moved: ${moved.join(", ") || "none"}; not moved: ${rest.join(", ")}`,
+            hint: "Run the same command again: everything is stored, so it only sets the tags that are missing.",
+            cause: e,
+            ...(e instanceof PolyarchError && e.data ? { data: e.data } : {}),
+          });
+        }
+        moved.push(tag);
+      }
       const refs: Reference[] = tags.length
         ? tags.map((tag) => ({ ...this.repo, tag, digest: desc.digest }))
         : [{ ...this.repo, digest: desc.digest }];

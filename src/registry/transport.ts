@@ -144,6 +144,7 @@ async function readCapped(body: ResponseBody, limit: number): Promise<string> {
   for await (const c of body as AsyncIterable<Buffer>) {
     n += c.length;
     if (n > limit) {
+      chunks.push(c.subarray(0, c.length - (n - limit)));
       body.destroy();
       break;
     }
@@ -425,7 +426,14 @@ export class Transport {
     } catch (e) {
       throw this.#networkError(req.registry, method, url.toString(), e);
     }
-    const text = await readCapped(res.body, MAX_ERROR_BODY);
+    const text = await readCapped(res.body, MAX_ERROR_BODY + 1);
+    if (res.statusCode === 200 && text.length > MAX_ERROR_BODY) {
+      throw new PolyarchError({
+        code: "E_AUTH",
+        message: `the token service of ${req.registry} sent a token response over ${MAX_ERROR_BODY} bytes`,
+        hint: "polyarch reads at most 64 KiB from a token service; the registry's auth service is misbehaving.",
+      });
+    }
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw new PolyarchError({
         code: "E_AUTH",

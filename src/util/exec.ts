@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { statSync } from "node:fs";
+import { PolyarchError } from "../errors.js";
 
 export interface ExecResult {
   code: number;
@@ -30,7 +32,20 @@ export const exec: Exec = (file, args, opts = {}) =>
     const err: Buffer[] = [];
     child.stdout?.on("data", (c: Buffer) => out.push(c));
     child.stderr?.on("data", (c: Buffer) => err.push(c));
-    child.on("error", reject);
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      // spawn says ENOENT both for a missing program and a missing working directory; the
+      // second is the user's path, not a missing tool (issue 8).
+      if (e.code === "ENOENT" && opts.cwd !== undefined && !isDir(opts.cwd)) {
+        reject(
+          new PolyarchError({
+            code: "E_INPUT",
+            message: `the directory ${opts.cwd} does not exist (or is not a directory)`,
+            hint: "Check the path given for the package or image directory.",
+            cause: e,
+          }),
+        );
+      } else reject(e);
+    });
     child.on("close", (code) =>
       resolve({
         code: code ?? 1,
@@ -39,3 +54,11 @@ export const exec: Exec = (file, args, opts = {}) =>
       }),
     );
   });
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
