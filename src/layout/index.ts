@@ -160,6 +160,13 @@ export class OciLayout {
     // Step 4: the skeleton is built beside the target and renamed in. rename(2) replaces an
     // empty directory; if another writer's layout got there first, it fails and we use theirs.
     await mkdir(path.dirname(abs), { recursive: true });
+    // Skeletons of creators that were killed before their rename (step 5, for this step).
+    for (const name of await readdir(path.dirname(abs))) {
+      if (!name.startsWith(`${path.basename(abs)}.tmp-`)) continue;
+      const pid = Number(/\.tmp-(\d+)-[^.]*$/.exec(name)?.[1]);
+      if (pid && pid !== process.pid && !pidAlive(pid))
+        await rm(path.join(path.dirname(abs), name), { recursive: true, force: true });
+    }
     const tmp = await mkdtemp(`${abs}.tmp-${process.pid}-`);
     try {
       await chmod(tmp, 0o755); // mkdtemp makes 0700; a layout is as readable as any output
