@@ -8,8 +8,9 @@ import assert from "node:assert/strict";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
 import type { HttpLike, HttpOptions, HttpResponse, ResponseBody } from "../src/registry/_http.js";
+import { getEventListeners } from "node:events";
 import { RegistryClient, Transport } from "../src/registry/index.js";
-import type { Resolver, TransportOptions } from "../src/registry/transport.js";
+import { DEFAULT_RETRY, type Resolver, type TransportOptions } from "../src/registry/transport.js";
 import { sha256 } from "../src/digest/index.js";
 
 interface Sent {
@@ -328,5 +329,33 @@ describe("security regressions", () => {
     assert.equal(toRealm.authorization?.startsWith("Basic "), true, "the user's credentials go to the realm");
     const toRegistry = http.sent.filter((s) => s.url.includes(":5000/"));
     assert.equal(toRegistry.at(-1)!.authorization, "Bearer t", "the token goes to the registry");
+  });
+
+  it("RetryListeners: many retries on one abort signal leave no listeners behind", async () => {
+    const http = scripted([[/registry\.example/, () => ({ status: 503 })]]);
+    const t = transport(http, { retry: { attempts: 3, delaysMs: [0, 0], sleep: DEFAULT_RETRY.sleep } });
+    const ac = new AbortController();
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      await Promise.all(
+        Array.from({ length: 30 }, () =>
+          assert.rejects(
+            t.retry("reading", () => req(t), ac.signal),
+            /503/,
+          ),
+        ),
+      );
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off("warning", onWarning);
+    }
+    assert.equal(http.sent.length, 90, "3 attempts each, no more");
+    assert.deepEqual(
+      warnings.map((w) => w.name),
+      [],
+    );
+    assert.equal(getEventListeners(ac.signal, "abort").length, 0);
   });
 });

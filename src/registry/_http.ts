@@ -6,6 +6,7 @@
 import http, { type IncomingHttpHeaders } from "node:http";
 import https from "node:https";
 import { Readable } from "node:stream";
+import { abortError, onAbort } from "../util/abort.js";
 
 export type ResponseBody = Readable & { dump(): Promise<void> };
 
@@ -84,6 +85,14 @@ export class HttpClient implements HttpLike {
       req.setTimeout(idle, () =>
         req.destroy(Object.assign(new Error(`no data for ${idle / 1000} s`), { code: "ETIMEDOUT" })),
       );
+      // The signal is watched through one shared listener (util/abort.ts), not one per request.
+      const signal = opts.signal;
+      if (signal?.aborted) {
+        req.destroy(abortError(signal));
+      } else if (signal) {
+        const off = onAbort(signal, () => req.destroy(abortError(signal)));
+        req.once("close", off);
+      }
       req.on("error", reject);
       req.on("response", (res) => {
         const body = res as unknown as ResponseBody;

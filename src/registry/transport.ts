@@ -27,6 +27,7 @@
  * never retried on their own, so retries do not multiply. An abort is never retried.
  */
 import { lookup } from "node:dns/promises";
+import { abortError, onAbort } from "../util/abort.js";
 import { isIP } from "node:net";
 import {
   BodySourceError,
@@ -65,17 +66,17 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxRetryAfterMs: 60_000,
   sleep: (ms, signal) =>
     new Promise((resolve, reject) => {
-      // The abort listener goes when the wait ends: many retries on one signal must not pile
-      // listeners up (MaxListenersExceededWarning, issue 8).
-      const onAbort = () => {
-        clearTimeout(t);
-        reject(signal!.reason as Error);
-      };
+      // Through the shared fan-out: many waits on one signal add one listener, not one each.
+      const off = signal
+        ? onAbort(signal, () => {
+            clearTimeout(t);
+            reject(abortError(signal));
+          })
+        : () => {};
       const t = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
+        off();
         resolve();
       }, ms);
-      signal?.addEventListener("abort", onAbort, { once: true });
     }),
 };
 
