@@ -54,7 +54,11 @@ async function expectFailure(
     "one error sentence (then any compiler output) and a hint",
   );
   assert.doesNotMatch(r.stderr, /\n\s+at .+\(.+:\d+:\d+\)/, "no stack trace");
-  assert.doesNotMatch(r.stderr, /internal error|Unhandled 'error' event/, "never an internal error (issue 8)");
+  assert.doesNotMatch(
+    r.stderr,
+    /internal error|Unhandled 'error' event/,
+    "never an internal error (issue 8)",
+  );
   assert.equal(r.stdout, "");
   assert.equal(await treeHash(out), before, "the existing layout is untouched");
   return r.stderr;
