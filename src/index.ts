@@ -1,7 +1,7 @@
 /** polyarch's public library API. */
 
-export { APP_DIR, DATA_DIR, GoBuilder, type GoBuildOptions } from "./build/go/index.js";
-export type { BuildEvent, Builder, BuildResult } from "./build/index.js";
+export { APP_DIR, DATA_DIR, GoBuilder, type GoBuildOptions } from "./builder/go/index.js";
+export type { BuildEvent, Builder, BuildResult } from "./builder/index.js";
 export {
   type Descriptor,
   type Digest,

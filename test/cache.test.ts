@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, stat, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { markUsed, TRIM_AFTER, trimCache } from "../src/build/go/_cache.js";
+import { markUsed, TRIM_AFTER, trimCache } from "../src/layer/cache.js";
 
 const DAY = 24 * 3600_000;
 let root: string;

@@ -17,7 +17,7 @@ const LEVEL: Record<string, number> = {
   layer: 3,
   layout: 4,
   registry: 4,
-  build: 5,
+  builder: 5,
   publish: 5,
   copy: 5,
   tags: 5,

@@ -1,7 +1,7 @@
 import os from "node:os";
 import path from "node:path";
-import { GoBuilder } from "../build/go/index.js";
-import type { BuildEvent } from "../build/index.js";
+import { GoBuilder } from "../builder/go/index.js";
+import type { BuildEvent } from "../builder/index.js";
 import { PolyarchError } from "../errors.js";
 import { compressedSize, platformImages } from "../image/index.js";
 import { formatPlatform, hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";

@@ -5,8 +5,8 @@
  */
 import { spawn } from "node:child_process";
 import path from "node:path";
-import type { BuildEvent } from "../build/index.js";
-import { GoBuilder } from "../build/go/index.js";
+import type { BuildEvent } from "../builder/index.js";
+import { GoBuilder } from "../builder/go/index.js";
 import type { ResolvedConfig } from "../config/index.js";
 import { PolyarchError } from "../errors.js";
 import type { GitInfo } from "../git/index.js";

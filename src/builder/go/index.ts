@@ -5,9 +5,8 @@
  * an index over them.
  */
 import { createHash } from "node:crypto";
-import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { lstat, mkdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import { type Digest, digestHex, isDigest } from "../../digest/index.js";
 import { PolyarchError } from "../../errors.js";
 import {
   assembleImage,
@@ -17,9 +16,8 @@ import {
   isoTime,
 } from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
-import { ENCODER_ID } from "../../layer/deflate.js";
-import { markUsed, trimCache } from "./_cache.js";
-import { diffIdOf, entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
+import { LayerCache } from "../../layer/cache.js";
+import { entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
 import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
 import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
@@ -62,6 +60,8 @@ export interface GoBuildOptions {
   };
   /** Shared compile slots when several builds run at once (defaults to `jobs` slots of its own). */
   limiter?: Semaphore;
+  /** The layer cache shared with other builders (default: one under cacheDir). */
+  layerCache?: LayerCache;
   /** Base image per platform (formatPlatform key); scratch when absent. */
   base?: Map<string, BaseImage>;
   exec?: Exec;
@@ -92,9 +92,11 @@ interface GoPackage {
 export class GoBuilder implements Builder {
   readonly #o: GoBuildOptions;
   readonly #exec: Exec;
+  readonly #cache: LayerCache;
   constructor(opts: GoBuildOptions) {
     this.#o = opts;
     this.#exec = opts.exec ?? defaultExec;
+    this.#cache = opts.layerCache ?? new LayerCache(opts.cacheDir);
   }
 
   #env(extra: Record<string, string>): Record<string, string | undefined> {
@@ -248,7 +250,7 @@ export class GoBuilder implements Builder {
       emit({ type: "resolve", target: pkg.importPath, name: pkg.name });
       const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.image.annotations });
       // Housekeeping, at most once a day: entries unused for five days go (Go's GOCACHE rule).
-      await trimCache(o.cacheDir).catch(() => undefined);
+      await this.#cache.trim();
       return { index, name: pkg.name };
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
@@ -303,7 +305,7 @@ export class GoBuilder implements Builder {
       { type: "file", path: `${root}/${binName}`, mode: 0o555, source: { file: binary } },
     ];
     if (isWindows) entries.push({ type: "dir", path: "Hives", mode: 0o755 });
-    const binLayer = await this.#cachedLayer(
+    const binLayer = await this.#cache.layer(
       entries,
       tarOpts,
       `polyarch: go build -trimpath ${pkg.importPath} (${formatPlatform(platform)})`,
@@ -379,7 +381,7 @@ export class GoBuilder implements Builder {
     const st = await stat(dir).catch(() => undefined);
     if (!st?.isDirectory()) return undefined;
     const entries = await entriesFromDirectory(dir, DATA_DIR.slice(1));
-    const layer = await this.#cachedLayer(
+    const layer = await this.#cache.layer(
       entries,
       tarOpts,
       `polyarch: static files ${STATIC_DIR_NAME}/ → ${DATA_DIR}`,
@@ -395,176 +397,6 @@ export class GoBuilder implements Builder {
     });
     return layer;
   }
-
-  /** The compressed blob cached for `diffId`, if it is still there and whole. */
-  async #layerFromCache(
-    diffId: Digest,
-    createdBy: string,
-  ): Promise<(FileLayer & { cached: boolean }) | undefined> {
-    const cacheDir = this.#o.cacheDir;
-    const cached = await readFile(layerIndexFile(cacheDir, diffId), "utf8")
-      .then((s) => JSON.parse(s) as { mediaType: string; digest: Digest; size: number })
-      .catch(() => undefined);
-    if (!cached) return undefined;
-    const file = path.join(cacheDir, "blobs", "sha256", digestHex(cached.digest));
-    const st = await stat(file).catch(() => undefined);
-    if (st?.size !== cached.size) return undefined;
-    await Promise.all([markUsed(layerIndexFile(cacheDir, diffId)), markUsed(file)]);
-    return { ...cached, diffId, file, createdBy, cached: true };
-  }
-
-  /**
-   * A layer keyed by its diffID: compressing is the expensive part, so an unchanged tar reuses
-   * the compressed blob from the cache (it is verified again when stored in an output). The
-   * diffID itself is remembered per stat fingerprint of the input files (device, inode, size,
-   * mtime, ctime — git's index trick), so a no-change rebuild does not even re-hash binaries.
-   */
-  async #cachedLayer(
-    entries: LayerEntry[],
-    tarOpts: TarOptions,
-    createdBy: string,
-    pool: LayerPool,
-  ): Promise<FileLayer & { cached: boolean }> {
-    const cacheDir = this.#o.cacheDir;
-    const fp = await fingerprint(entries, tarOpts);
-    const fpFile = path.join(cacheDir, "stat", fp.key);
-    let diffId = await readFile(fpFile, "utf8").then(
-      (s) => (isDigest(s.trim()) ? (s.trim() as Digest) : undefined),
-      () => undefined,
-    );
-    const known = diffId !== undefined;
-    // A Go binary whose build ID this cache has never seen is new content: compressing it
-    // directly beats hashing it first only to miss. Other files (a new checkout's static
-    // files, say) are hashed first, since that is much cheaper than compressing.
-    if (!diffId && !fp.goBinary) diffId = (await diffIdOf(entries, tarOpts)).diffId;
-    if (diffId) {
-      const hit = await this.#layerFromCache(diffId, createdBy);
-      if (hit) {
-        // A known fingerprint only needs marking as used; a new one is recorded.
-        await (known ? markUsed(fpFile) : writeAtomic(fpFile, diffId));
-        return hit;
-      }
-    }
-    const tmp = path.join(
-      cacheDir,
-      "tmp",
-      `${fp.key.slice(0, 16)}-${process.pid}-${Math.random().toString(36).slice(2)}`,
-    );
-    const blob = await pool.writeLayer(entries, tarOpts, tmp);
-    if (diffId && blob.diffId !== diffId) {
-      await rm(tmp, { force: true });
-      throw new PolyarchError({
-        code: "E_INTERNAL",
-        message: `layer tar changed while it was written (${diffId} then ${blob.diffId})`,
-        hint: "A file changed during the build; build again.",
-      });
-    }
-    diffId = blob.diffId;
-    const file = path.join(cacheDir, "blobs", "sha256", digestHex(blob.digest));
-    await mkdir(path.dirname(file), { recursive: true });
-    await rename(tmp, file);
-    await writeAtomic(
-      layerIndexFile(cacheDir, diffId),
-      JSON.stringify({ mediaType: blob.mediaType, digest: blob.digest, size: blob.size }),
-    );
-    // Remember the fingerprint only if the files did not change while they were read.
-    if ((await fingerprint(entries, tarOpts)).key === fp.key) await writeAtomic(fpFile, diffId);
-    return {
-      mediaType: blob.mediaType,
-      digest: blob.digest,
-      size: blob.size,
-      diffId,
-      file,
-      createdBy,
-      cached: false,
-    };
-  }
-}
-
-/**
- * Bump when the tar format changes, so old fingerprints are not reused. The gzip encoder's
- * own version (ENCODER_ID) keys the diffID → blob index, so a new encoder never picks up
- * blobs an older one compressed.
- */
-const LAYER_FORMAT = "polyarch-layer-1";
-
-function layerIndexFile(cacheDir: string, diffId: Digest): string {
-  return path.join(cacheDir, "layers", ENCODER_ID, digestHex(diffId));
-}
-
-/**
- * A key for "same entries, same files on disk, same options", from metadata only, and
- * whether a Go binary (keyed by its build ID) is among the files.
- */
-async function fingerprint(
-  entries: readonly LayerEntry[],
-  opts: TarOptions,
-): Promise<{ key: string; goBinary: boolean }> {
-  let goBinary = false;
-  const h = createHash("sha256").update(`${LAYER_FORMAT}\0${JSON.stringify(opts)}\0`);
-  for (const e of entries) {
-    if (e.type === "file") {
-      if ("file" in e.source) {
-        const st = await stat(e.source.file, { bigint: true });
-        const buildId = await readGoBuildId(e.source.file);
-        if (buildId) goBinary = true;
-        // Go re-touches an up-to-date binary's mtime, so its build ID (whose last part hashes
-        // the linked file) is the stable key; other files use their stat identity.
-        h.update(
-          buildId
-            ? `g\0${e.path}\0${e.mode}\0${buildId}\0${st.size}\0`
-            : `f\0${e.path}\0${e.mode}\0${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}\0`,
-        );
-      } else {
-        h.update(`d\0${e.path}\0${e.mode}\0`).update(e.source.data).update("\0");
-      }
-    } else if (e.type === "symlink") {
-      h.update(`l\0${e.path}\0${e.target}\0`);
-    } else {
-      h.update(`D\0${e.path}\0${e.mode ?? ""}\0`);
-    }
-  }
-  return { key: h.digest("hex"), goBinary };
-}
-
-/**
- * The Go build ID of a binary, found as cmd/go finds it: in ELF files the `.note.go.buildid`
- * note (name "Go\0\0", type 4, either byte order), otherwise the marker `\xff Go build ID: "`;
- * both sit within the first 32 KiB. Returns undefined for other files (or -buildid=).
- */
-export async function readGoBuildId(file: string): Promise<string | undefined> {
-  const fh = await open(file, "r");
-  let head: Buffer;
-  try {
-    const buf = Buffer.alloc(32 * 1024);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    head = buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-  const valid = (id: string) => (/^[A-Za-z0-9_/=-]{20,}$/.test(id) ? id : undefined);
-  const name = Buffer.from("Go\0\0", "latin1");
-  for (let at = head.indexOf(name); at >= 12; at = head.indexOf(name, at + 1)) {
-    for (const le of [true, false]) {
-      const u32 = (o: number) => (le ? head.readUInt32LE(o) : head.readUInt32BE(o));
-      if (u32(at - 12) !== 4 || u32(at - 4) !== 4) continue;
-      const size = u32(at - 8);
-      if (size > 0 && size < 512 && at + 4 + size <= head.length)
-        return valid(head.subarray(at + 4, at + 4 + size).toString("latin1"));
-    }
-  }
-  const marker = Buffer.from('\xff Go build ID: "', "latin1");
-  const m = head.indexOf(marker);
-  if (m < 0) return undefined;
-  const end = head.indexOf(0x22, m + marker.length);
-  return end < 0 ? undefined : valid(head.subarray(m + marker.length, end).toString("latin1"));
-}
-
-async function writeAtomic(file: string, data: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
 }
 
 function firstLine(s: string): string {
