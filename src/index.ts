@@ -50,3 +50,13 @@ export {
   TarballPublisher,
 } from "./publish/index.js";
 export { formatReference, parseReference, type Reference, validateTag } from "./ref/index.js";
+export {
+  type BuildRequest,
+  type Destination,
+  type ImageSettings,
+  Orchestrator,
+  type Published,
+  type PublishRequest,
+  type Toolchain,
+} from "./orchestrate/index.js";
+export { copy, mirrorOne } from "./orchestrate/copy.js";

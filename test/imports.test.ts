@@ -22,6 +22,7 @@ const LEVEL: Record<string, number> = {
   copy: 5,
   tags: 5,
   config: 6,
+  orchestrate: 6,
   pipeline: 7,
   testing: 7,
   server: 8,

@@ -1,11 +1,15 @@
 import type { Index } from "../image/index.js";
 import type { Platform } from "../platform/index.js";
 
-/** Progress a builder reports; the CLI and the pipeline turn these into lines or a live view. */
+/**
+ * Progress a builder reports, the same for every builder; the CLI and the pipeline turn these
+ * into lines or a live view. A step is the unit of work per platform: "compile" for Go, an
+ * instruction for a Dockerfile; `where` says who ran it ("native", a builder's name).
+ */
 export type BuildEvent =
   | { type: "resolve"; target: string; name: string }
-  | { type: "compile-start"; platform: Platform }
-  | { type: "compile-done"; platform: Platform; ms: number }
+  | { type: "step-start"; platform: Platform; step: string }
+  | { type: "step-done"; platform: Platform; step: string; ms: number; where?: string }
   | { type: "layer"; platform: Platform | "all"; digest: string; size: number; cached: boolean; what: string }
   | { type: "image"; platform: Platform; digest: string; size: number };
 

@@ -1,12 +1,7 @@
 import os from "node:os";
 import path from "node:path";
-import { addContext } from "../errors.js";
-import type { Artifact } from "../image/index.js";
-import { layoutArtifact } from "../layout/artifact.js";
-import { OciLayout } from "../layout/index.js";
-import { DockerConfigCredentials, RegistryClient, registryArtifact, Transport } from "../registry/index.js";
+import { DockerConfigCredentials, RegistryClient, Transport } from "../registry/index.js";
 import type { CliIO } from "./_io.js";
-import type { Location } from "./_targets.js";
 
 /** docker's config.json: $DOCKER_CONFIG/config.json, else ~/.docker/config.json. */
 export function dockerConfigFile(env: CliIO["env"]): string {
@@ -40,29 +35,4 @@ export function makeClient(io: CliIO, insecure: string[] = []): RegistryClient {
       ...(delaysMs ? { retry: { delaysMs } } : {}),
     }),
   );
-}
-
-/** Opens the artifact a location names (layout tag or registry reference). */
-export async function openLocation(
-  loc: Location,
-  client: RegistryClient,
-  signal?: AbortSignal,
-): Promise<Artifact> {
-  if (loc.kind === "oci") {
-    const layout = await OciLayout.open(loc.dir);
-    return layoutArtifact(layout, await layout.resolve(loc.tag));
-  }
-  if (loc.kind === "registry") {
-    try {
-      return await registryArtifact(
-        client,
-        loc.ref.tag || loc.ref.digest ? loc.ref : { ...loc.ref, tag: "latest" },
-        undefined,
-        signal,
-      );
-    } catch (e) {
-      throw addContext(e, `reading ${loc.text}`);
-    }
-  }
-  throw new Error("tarball sources are not supported yet");
 }

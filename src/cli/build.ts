@@ -1,20 +1,18 @@
 import os from "node:os";
 import path from "node:path";
-import { GoBuilder } from "../builder/go/index.js";
 import type { BuildEvent } from "../builder/index.js";
 import { PolyarchError } from "../errors.js";
 import { compressedSize, platformImages } from "../image/index.js";
 import { formatPlatform, hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";
-import { checkWritable, LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
+import { checkWritable } from "../publish/index.js";
+import { type Destination, describeDestination, registryDestination } from "../orchestrate/index.js";
 import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { parsePairs, resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
-import type { RegistryClient } from "../registry/index.js";
-import type { BaseImage } from "../image/assemble.js";
-import { formatReference } from "../ref/index.js";
+import { parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
+import { makeOrchestrator } from "./_world.js";
 import { platformTag } from "../tags/index.js";
-import { parseLocation, parseOutput } from "./_targets.js";
+import { parseLocation, parseOutput } from "../orchestrate/location.js";
 
 export interface BuildFlags {
   platform?: string[];
@@ -108,105 +106,89 @@ export async function runBuild(
     ...(flags.workdir ? { workingDir: flags.workdir } : {}),
   };
 
-  // The base, resolved per platform before any compile: a missing platform fails fast.
-  let base: Map<string, BaseImage> | undefined;
-  let baseLoc: ReturnType<typeof parseLocation> | undefined;
-  // One registry client serves the base and the push, and is closed however the build ends.
-  // Registry code is loaded only when a registry is involved: a local build starts sooner.
-  const reg = flags.base || pushLoc ? await import("./_registry.js") : undefined;
-  const client: RegistryClient | undefined = reg?.makeClient(io, flags.insecure);
+  const destinations: Destination[] = [];
+  if (pushLoc?.kind === "registry") destinations.push(registryDestination(pushLoc.ref));
+  const orch = makeOrchestrator(io, { ...(flags.insecure ? { insecure: flags.insecure } : {}), jobs });
   try {
-    if (flags.base && client) {
-      baseLoc = parseLocation(flags.base);
-      if (baseLoc.kind === "tarball") {
-        throw new PolyarchError({
-          code: "E_INPUT",
-          message: `--base cannot be a tarball (${flags.base})`,
-          hint: "Use a registry reference or oci:<dir>[:tag].",
-        });
-      }
-      const name = baseLoc.kind === "registry" ? formatReference(baseLoc.ref) : flags.base;
-      const { baseImagesFor } = await import("../image/base.js");
-      base = await baseImagesFor(await reg!.openLocation(baseLoc, client, signal), platforms, name);
-    }
     const log = (s: string) => {
       if (!flags.quiet) io.stderr.write(`${s}\n`);
     };
     const started = performance.now();
-    const builder = new GoBuilder({
-      dir,
-      mainPackage: ".",
-      platforms,
-      sourceDateEpoch: epoch.value,
-      env: io.env,
-      goBinary: io.env["POLYARCH_GO"] || "go",
-      cacheDir: resolveCacheDir(io.env),
-      jobs,
-      ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
-      ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
-      image,
-      ...(base ? { base } : {}),
-    });
     const times = new Map<string, number>();
     const onEvent = (e: BuildEvent) => {
       if (e.type === "resolve")
         log(
           `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
         );
-      if (e.type === "compile-done") {
-        times.set(formatPlatform(e.platform), e.ms);
-        log(`  compiled ${formatPlatform(e.platform)} in ${(e.ms / 1000).toFixed(1)}s`);
+      if (e.type === "step-done") {
+        const p = formatPlatform(e.platform);
+        times.set(p, (times.get(p) ?? 0) + e.ms);
+        log(
+          `  ${e.step === "compile" ? "compiled" : `${e.step} done for`} ${p} in ${(e.ms / 1000).toFixed(1)}s`,
+        );
       }
       if (e.type === "layer" && e.platform === "all")
         log(
           `  static files layer ${e.digest.slice(0, 19)} ${humanSize(e.size)}${e.cached ? " (cached)" : ""}`,
         );
     };
-    const { index, name } = await builder.build({ onEvent, ...(signal ? { signal } : {}) });
+    const { index, name, mountFrom } = await orch.build(
+      {
+        source: {
+          kind: "go",
+          dir,
+          main: ".",
+          ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
+          ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
+        },
+        platforms,
+        sourceDateEpoch: epoch.value,
+        image,
+        ...(flags.base ? { base: flags.base } : {}),
+      },
+      { onEvent, ...(signal ? { signal } : {}) },
+    );
 
-    // 2. Publish: blobs, manifests, index, then the tags.
-    const opts = signal ? { signal } : {};
-    const references: string[] = [];
-    let digest = "";
-    if (pushLoc?.kind === "registry" && client) {
-      const repo = { registry: pushLoc.ref.registry, repository: pushLoc.ref.repository };
-      // Base layers on the same registry are mounted from the base's repository, not uploaded.
-      const mountFrom =
-        baseLoc?.kind === "registry" &&
-        baseLoc.ref.registry === repo.registry &&
-        baseLoc.ref.repository !== repo.repository
-          ? [baseLoc.ref.repository]
-          : [];
-      const { RegistryPublisher } = await import("../publish/registry.js");
-      const pub = new RegistryPublisher(client, repo, { mountFrom });
-      const r = await pub.publish(index, tags, opts);
-      digest = r.digest;
-      references.push(...r.references);
-      if (platformTagStyle) {
-        const pairs = platforms.flatMap((p) =>
-          tags.map((t) => ({ platform: p, tag: platformTag(t, p, platformTagStyle) })),
-        );
-        references.push(...(await pub.tagPlatforms(index, pairs, signal)));
-      }
-      const st = pub.stats;
-      log(
-        `pushed to ${repo.registry}/${repo.repository}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
-      );
-    }
-    if (target) {
-      const publisher: Publisher =
+    // 2. Publish: blobs, manifests, index, then the tags — the registry first, then the output.
+    if (target)
+      destinations.push(
         target.kind === "oci"
-          ? new LayoutPublisher(target.dir)
-          : new TarballPublisher(target.file, {
+          ? { kind: "oci", dir: target.dir }
+          : {
+              kind: "tarball",
+              file: target.file,
               repository: name,
               mtime: epoch.value,
               dockerPlatform: { ...hostPlatform(), os: "linux" },
-            });
-      const r = await publisher.publish(index, tags, opts);
-      digest = r.digest;
-      references.push(...r.references);
+            },
+      );
+    const published = await orch.publish(
+      index,
+      {
+        destinations,
+        tags,
+        ...(platformTagStyle
+          ? {
+              platformTags: platforms.flatMap((p) =>
+                tags.map((t) => ({ platform: p, tag: platformTag(t, p, platformTagStyle) })),
+              ),
+            }
+          : {}),
+        ...(mountFrom ? { mountFrom: [mountFrom] } : {}),
+      },
+      signal ? { signal } : {},
+    );
+    for (const p of published) {
+      const st = p.stats;
+      if (st)
+        log(
+          `pushed to ${describeDestination(p.destination)}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
+        );
     }
-    const result = { digest, references };
+    const result = {
+      digest: published.at(-1)?.digest ?? (await index.descriptor()).digest,
+      references: published.flatMap((p) => p.references),
+    };
 
     // 3. Report: references on stdout, a summary on stderr.
     const rows = [["PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
@@ -230,6 +212,6 @@ export async function runBuild(
     }
     return 0;
   } finally {
-    await client?.transport.close();
+    await orch.close();
   }
 }

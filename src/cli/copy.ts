@@ -1,22 +1,14 @@
-import { selectPlatforms } from "../copy/index.js";
-import { PolyarchError } from "../errors.js";
+import { copy } from "../orchestrate/copy.js";
+import { parseLocation } from "../orchestrate/location.js";
 import { parsePlatformList } from "../platform/index.js";
-import { LayoutPublisher } from "../publish/index.js";
-import { RegistryPublisher } from "../publish/registry.js";
-import { validateTag } from "../ref/index.js";
 import { type CliIO, humanSize } from "./_io.js";
-import { makeClient, openLocation } from "./_registry.js";
-import { type Location, parseLocation } from "./_targets.js";
+import { makeOrchestrator } from "./_world.js";
 
 export interface CopyFlags {
   platform?: string[];
   insecure?: string[];
   json?: boolean;
   quiet?: boolean;
-}
-
-function tagOf(loc: Location): string | undefined {
-  return loc.kind === "oci" ? loc.tag : loc.kind === "registry" ? loc.ref.tag : undefined;
 }
 
 /**
@@ -33,62 +25,25 @@ export async function runCopy(
 ): Promise<number> {
   const src = parseLocation(srcArg);
   const dst = parseLocation(dstArg);
-  if (src.kind === "tarball" || dst.kind === "tarball") {
-    throw new PolyarchError({
-      code: "E_INPUT",
-      message: `${verb} works between registries and OCI layouts, not tarballs`,
-      hint: "Use oci:<dir>[:tag] or registry/repo:tag on both sides.",
-    });
-  }
   const platforms = flags.platform?.length ? parsePlatformList(flags.platform) : [];
-  const tag = tagOf(dst) ?? tagOf(src) ?? "latest";
-  validateTag(tag);
-  const client = makeClient(io, flags.insecure);
   const log = (s: string) => {
     if (!flags.quiet) io.stderr.write(`${s}\n`);
   };
+  const orch = makeOrchestrator(io, flags.insecure ? { insecure: flags.insecure } : {});
   try {
-    const source = await selectPlatforms(await openLocation(src, client, signal), platforms, srcArg);
-    const desc = await source.descriptor();
-    if (dst.kind === "registry" && dst.ref.digest && dst.ref.digest !== desc.digest) {
-      throw new PolyarchError({
-        code: "E_DIGEST",
-        message: `${dstArg} names digest ${dst.ref.digest}, but the copy has digest ${desc.digest}`,
-        hint: "Leave the digest out of the destination, or copy all platforms to keep the source digest.",
-      });
+    const r = await copy(orch, src, dst, { platforms, verb, ...(signal ? { signal } : {}) });
+    if (r.upToDate) log(`${r.references[0]!.replace(/@sha256:[a-f0-9]+$/, "")} is up to date (${r.digest})`);
+    else if (r.stats) {
+      const st = r.stats;
+      log(
+        `${verb}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written`,
+      );
     }
-    const opts = signal ? { signal } : {};
-    let references: string[];
-    if (dst.kind === "registry") {
-      const repo = { registry: dst.ref.registry, repository: dst.ref.repository };
-      const mountFrom =
-        src.kind === "registry" &&
-        src.ref.registry === repo.registry &&
-        src.ref.repository !== repo.repository
-          ? [src.ref.repository]
-          : [];
-      const pub = new RegistryPublisher(client, repo, { mountFrom });
-      // Skip the work when the destination tag already points at this digest (mirror-style).
-      const existing = dst.ref.digest
-        ? undefined
-        : await client.headManifest({ ...repo, tag }, signal).catch(() => undefined);
-      if (existing?.digest === desc.digest) {
-        log(`${repo.registry}/${repo.repository}:${tag} is up to date (${desc.digest})`);
-        references = [`${repo.registry}/${repo.repository}:${tag}@${desc.digest}`];
-      } else {
-        references = (await pub.publish(source, dst.ref.digest ? [] : [tag], opts)).references;
-        const st = pub.stats;
-        log(
-          `${verb}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written`,
-        );
-      }
-    } else {
-      references = (await new LayoutPublisher(dst.dir).publish(source, [tag], opts)).references;
-    }
-    if (flags.json) io.stdout.write(`${JSON.stringify({ digest: desc.digest, references }, null, 2)}\n`);
-    else for (const r of references) io.stdout.write(`${r}\n`);
+    if (flags.json)
+      io.stdout.write(`${JSON.stringify({ digest: r.digest, references: r.references }, null, 2)}\n`);
+    else for (const ref of r.references) io.stdout.write(`${ref}\n`);
     return 0;
   } finally {
-    await client.transport.close();
+    await orch.close();
   }
 }

@@ -3,8 +3,8 @@ import type { Artifact, Image, Index } from "../image/index.js";
 import { compressedSize, findPlatform } from "../image/index.js";
 import { formatPlatform, parsePlatform } from "../platform/index.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { makeClient, openLocation } from "./_registry.js";
-import { parseLocation } from "./_targets.js";
+import { makeOrchestrator } from "./_world.js";
+import { parseLocation } from "../orchestrate/location.js";
 
 export interface InspectFlags {
   json?: boolean;
@@ -45,11 +45,11 @@ export async function runInspect(refArg: string, flags: InspectFlags, io: CliIO)
       hint: "Inspect an OCI layout (oci:<dir>[:tag]) or a registry reference (registry/repo:tag).",
     });
   }
-  const client = makeClient(io, flags.insecure);
+  const orch = makeOrchestrator(io, flags.insecure ? { insecure: flags.insecure } : {});
   try {
-    return await show(await openLocation(loc, client), refArg, flags, io);
+    return await show(await orch.open(loc), refArg, flags, io);
   } finally {
-    await client.transport.close();
+    await orch.close();
   }
 }
 

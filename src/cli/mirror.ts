@@ -3,11 +3,10 @@ import { parseMirrorList } from "../copy/mirror.js";
 import { loadConfigFile } from "../config/index.js";
 import type { Digest } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
-import { RegistryPublisher } from "../publish/registry.js";
+import { mirrorOne } from "../orchestrate/copy.js";
 import { formatReference } from "../ref/index.js";
-import { registryArtifact } from "../registry/index.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { makeClient } from "./_registry.js";
+import { makeOrchestrator } from "./_world.js";
 
 export interface MirrorFlags {
   file?: string;
@@ -53,7 +52,7 @@ export async function runMirror(flags: MirrorFlags, io: CliIO, signal?: AbortSig
       flags.to ?? file.mirror.to,
     );
   }
-  const client = makeClient(io, flags.insecure);
+  const orch = makeOrchestrator(io, flags.insecure ? { insecure: flags.insecure } : {});
   const rows = [["SOURCE", "DESTINATION", "RESULT", "DIGEST"]];
   const results: { source: string; destination: string; result: string; digest: string }[] = [];
   let failed = 0;
@@ -64,31 +63,13 @@ export async function runMirror(flags: MirrorFlags, io: CliIO, signal?: AbortSig
       let result: string;
       let digest: Digest | "" = "";
       try {
-        // HEAD both sides first: an unchanged image costs two requests and no pull quota.
-        const head =
-          (await client.headManifest(e.source, signal)) ?? (await client.getManifest(e.source, signal));
-        digest = head.digest;
-        const have = await client.headManifest(e.destination, signal).catch(() => undefined);
-        if (have?.digest === digest) {
-          result = "up to date";
-        } else if (flags.dryRun) {
-          result = have ? "would update" : "would copy";
-        } else {
-          const source = await registryArtifact(
-            client,
-            { ...e.source, digest: head.digest },
-            undefined,
-            signal,
-          );
-          const repo = { registry: e.destination.registry, repository: e.destination.repository };
-          const mountFrom =
-            e.source.registry === repo.registry && e.source.repository !== repo.repository
-              ? [e.source.repository]
-              : [];
-          const pub = new RegistryPublisher(client, repo, { mountFrom });
-          await pub.publish(source, e.destination.tag ? [e.destination.tag] : [], signal ? { signal } : {});
-          result = `copied (${humanSize(pub.stats.bytesUploaded)} uploaded)`;
-        }
+        const r = await mirrorOne(orch, e, {
+          ...(flags.dryRun ? { dryRun: true } : {}),
+          ...(signal ? { signal } : {}),
+        });
+        digest = r.digest;
+        result =
+          r.result === "copied" ? `copied (${humanSize(r.stats?.bytesUploaded ?? 0)} uploaded)` : r.result;
       } catch (err) {
         failed++;
         result = `FAILED: ${(err as Error).message}`;
@@ -98,7 +79,7 @@ export async function runMirror(flags: MirrorFlags, io: CliIO, signal?: AbortSig
       results.push({ source: s, destination: d, result, digest });
     }
   } finally {
-    await client.transport.close();
+    await orch.close();
   }
   if (flags.json) io.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else io.stdout.write(`${table(rows)}\n`);

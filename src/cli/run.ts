@@ -3,15 +3,13 @@ import os from "node:os";
 import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import { readGit } from "../git/index.js";
-import { baseImagesFor } from "../image/base.js";
 import { describePlan, executeRun, planRun, type RunEvent, type Stage, STAGES } from "../pipeline/index.js";
 import { formatPlatform } from "../platform/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { LiveView } from "./_live.js";
-import { makeClient, openLocation } from "./_registry.js";
-import { resolveCacheDir, resolveSourceDateEpoch } from "./_resolve.js";
-import { parseLocation } from "./_targets.js";
+import { resolveSourceDateEpoch } from "./_resolve.js";
+import { makeOrchestrator } from "./_world.js";
 import { ciBranch, loadResolved } from "./config.js";
 import { checkImages } from "../config/index.js";
 
@@ -52,10 +50,8 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   await checkImages(c);
   const hint = ciBranch(io.env);
   const git = await readGit(io.cwd, { env: io.env, ...(hint ? { branchHint: hint } : {}) });
-  const epoch =
-    io.env["SOURCE_DATE_EPOCH"] !== undefined
-      ? (await resolveSourceDateEpoch(io.env, io.cwd, exec)).value
-      : git.commitTime;
+  // The same rule as build: SOURCE_DATE_EPOCH, else the last commit's time.
+  const epoch = (await resolveSourceDateEpoch(io.env, io.cwd, exec)).value;
   const plan = planRun(c, git, {
     stages: stagesFrom(flags),
     sourceDateEpoch: epoch,
@@ -96,12 +92,12 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
       if (e.type === "stage" && e.state === "start" && e.stage !== "build")
         all(e.stage === "publish" ? "uploading…" : `${e.stage}…`);
       else if (e.type === "stage" && e.state === "done" && e.stage === "test") all("tested");
-      else if (e.type === "build" && e.event.type === "compile-start")
-        live.set(`${e.image} ${formatPlatform(e.event.platform)}`, "compiling…");
-      else if (e.type === "build" && e.event.type === "compile-done")
+      else if (e.type === "build" && e.event.type === "step-start")
+        live.set(`${e.image} ${formatPlatform(e.event.platform)}`, `${stepVerb(e.event.step)}…`);
+      else if (e.type === "build" && e.event.type === "step-done")
         live.set(
           `${e.image} ${formatPlatform(e.event.platform)}`,
-          `layering (compiled in ${(e.event.ms / 1000).toFixed(1)}s)`,
+          `layering (${stepPast(e.event.step)} in ${(e.event.ms / 1000).toFixed(1)}s)`,
         );
       else if (e.type === "build" && e.event.type === "image")
         live.set(`${e.image} ${formatPlatform(e.event.platform)}`, `built ${e.event.digest.slice(0, 19)}`);
@@ -115,9 +111,9 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
       say(
         `${e.stage} ${e.image} ${e.state === "start" ? "…" : `done in ${((e.ms ?? 0) / 1000).toFixed(1)}s`}`,
       );
-    else if (e.type === "build" && e.event.type === "compile-done")
+    else if (e.type === "build" && e.event.type === "step-done")
       say(
-        `build ${e.image} ${formatPlatform(e.event.platform)} compiled in ${(e.event.ms / 1000).toFixed(1)}s`,
+        `build ${e.image} ${formatPlatform(e.event.platform)} ${stepPast(e.event.step)} in ${(e.event.ms / 1000).toFixed(1)}s${e.event.where && e.event.where !== "native" ? ` on ${e.event.where}` : ""}`,
       );
     else if (e.type === "build" && e.event.type === "layer" && e.event.platform !== "all")
       say(
@@ -130,25 +126,13 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   };
   // With the live view, per-step lines would scroll it away (a failing stage still shows its output in the error).
   quietLines = live !== undefined;
-  const client = makeClient(io, flags.insecure);
   const jobs = flags.jobs ? Number(flags.jobs) : os.availableParallelism();
+  const orch = makeOrchestrator(io, { ...(flags.insecure ? { insecure: flags.insecure } : {}), jobs });
   let results;
   try {
     results = await executeRun(plan, {
-      client,
-      cacheDir: resolveCacheDir(io.env),
-      env: io.env,
-      jobs,
-      resolveBase: async (ref, platforms) => {
-        const loc = parseLocation(ref);
-        const base = await baseImagesFor(await openLocation(loc, client, signal), platforms, ref);
-        return {
-          base,
-          ...(loc.kind === "registry"
-            ? { mountFrom: { registry: loc.ref.registry, repository: loc.ref.repository } }
-            : {}),
-        };
-      },
+      orch,
+      stageEnv: { ...io.env, CGO_ENABLED: io.env["CGO_ENABLED"] ?? "0" },
       ...(signal ? { signal } : {}),
       onEvent,
       onOutput: (image, stage, chunk) => {
@@ -160,7 +144,7 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   } finally {
     live?.finish();
     quietLines = false;
-    await client.transport.close();
+    await orch.close();
   }
   // 3. Summary: table on stderr, references on stdout; GitHub Actions outputs and step summary.
   const rows = [["IMAGE", "PLATFORM", "DIGEST", "SIZE", "COMPILE"]];
@@ -211,4 +195,12 @@ async function githubOutputs(
         md.push(`| ${r.name} | ${p.platform} | \`${p.digest.slice(0, 19)}…\` | ${humanSize(p.size)} |`);
     await appendFile(summary, `${md.join("\n")}\n`);
   }
+}
+
+/** "compile" → "compiling"; a Dockerfile step is shown as itself. */
+function stepVerb(step: string): string {
+  return step === "compile" ? "compiling" : step;
+}
+function stepPast(step: string): string {
+  return step === "compile" ? "compiled" : `${step} done`;
 }

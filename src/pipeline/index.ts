@@ -6,19 +6,20 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import type { BuildEvent } from "../builder/index.js";
-import { GoBuilder } from "../builder/go/index.js";
 import type { ResolvedConfig } from "../config/index.js";
 import { PolyarchError } from "../errors.js";
 import type { GitInfo } from "../git/index.js";
-import type { BaseImage } from "../image/assemble.js";
 import { compressedSize, type Index, platformImages } from "../image/index.js";
 import { Annotation } from "../manifest/index.js";
 import { formatPlatform, type Platform } from "../platform/index.js";
-import { LayoutPublisher } from "../publish/index.js";
-import { RegistryPublisher } from "../publish/registry.js";
-import type { RegistryClient } from "../registry/index.js";
+import {
+  type Destination,
+  describeDestination,
+  type Orchestrator,
+  registryDestination,
+} from "../orchestrate/index.js";
+import type { Repo } from "../registry/index.js";
 import { expandTags, platformTag, sanitizeTag, semverOf } from "../tags/index.js";
-import { Semaphore } from "../util/limit.js";
 import { type Reference, validateTag } from "../ref/index.js";
 
 export type Stage = "lint" | "test" | "build" | "publish";
@@ -181,14 +182,10 @@ export interface ImageResult {
 }
 
 export interface RunDeps {
-  client: RegistryClient;
-  cacheDir: string;
-  env: Record<string, string | undefined>;
-  jobs: number;
-  resolveBase: (
-    ref: string,
-    platforms: Platform[],
-  ) => Promise<{ base: Map<string, BaseImage>; mountFrom?: { registry: string; repository: string } }>;
+  /** Builders and publishers come from here (its compile slots are shared by every image). */
+  orch: Orchestrator;
+  /** The environment the lint and test commands run with, complete. */
+  stageEnv: Record<string, string | undefined>;
   signal?: AbortSignal;
   onEvent?: (e: RunEvent) => void;
   onOutput?: (image: string, stage: Stage, chunk: string) => void;
@@ -233,7 +230,7 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
       const r = await runShell(
         command,
         im.dir,
-        { ...deps.env, CGO_ENABLED: deps.env["CGO_ENABLED"] ?? "0" },
+        deps.stageEnv,
         (s) => deps.onOutput?.(im.name, stage, s),
         deps.signal,
       );
@@ -250,49 +247,38 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
   if (!plan.stages.includes("build")) return [];
   // Build every image first: a failing platform stops the run before any tag moves. Images
   // build at the same time, their compiles sharing one limit of `jobs` (the cores).
-  type Built = {
-    im: PlannedImage;
-    index: Index;
-    times: Map<string, number>;
-    mountFrom?: { registry: string; repository: string };
-  };
-  const limiter = new Semaphore(Math.max(1, deps.jobs));
-  const built: Built[] = await Promise.all(
-    plan.images.map(async (im): Promise<Built> => {
+  type BuiltImage = { im: PlannedImage; index: Index; times: Map<string, number>; mountFrom?: Repo };
+  const built: BuiltImage[] = await Promise.all(
+    plan.images.map(async (im): Promise<BuiltImage> => {
       const t0 = performance.now();
       emit({ type: "stage", stage: "build", image: im.name, state: "start" });
-      const resolved = im.base ? await deps.resolveBase(im.base, im.platforms) : undefined;
       const times = new Map<string, number>();
-      const builder = new GoBuilder({
-        dir: im.dir,
-        mainPackage: im.main,
-        platforms: im.platforms,
-        sourceDateEpoch: plan.sourceDateEpoch,
-        env: deps.env,
-        goBinary: deps.env["POLYARCH_GO"] || "go",
-        cacheDir: deps.cacheDir,
-        jobs: deps.jobs,
-        limiter,
-        ...(im.ldflags ? { ldflags: im.ldflags } : {}),
-        image: {
-          env: im.env,
-          exposedPorts: im.ports,
-          labels: im.labels,
-          annotations: im.annotations,
-          ...(im.user ? { user: im.user } : {}),
-          ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
+      const { index, mountFrom } = await deps.orch.build(
+        {
+          source: { kind: "go", dir: im.dir, main: im.main, ...(im.ldflags ? { ldflags: im.ldflags } : {}) },
+          platforms: im.platforms,
+          sourceDateEpoch: plan.sourceDateEpoch,
+          image: {
+            env: im.env,
+            exposedPorts: im.ports,
+            labels: im.labels,
+            annotations: im.annotations,
+            ...(im.user ? { user: im.user } : {}),
+            ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
+          },
+          ...(im.base ? { base: im.base } : {}),
         },
-        ...(resolved ? { base: resolved.base } : {}),
-      });
-      const { index } = await builder.build({
-        onEvent: (e) => {
-          if (e.type === "compile-done") times.set(formatPlatform(e.platform), e.ms);
-          emit({ type: "build", image: im.name, event: e });
+        {
+          onEvent: (e) => {
+            if (e.type === "step-done")
+              times.set(formatPlatform(e.platform), (times.get(formatPlatform(e.platform)) ?? 0) + e.ms);
+            emit({ type: "build", image: im.name, event: e });
+          },
+          ...(deps.signal ? { signal: deps.signal } : {}),
         },
-        ...(deps.signal ? { signal: deps.signal } : {}),
-      });
+      );
       emit({ type: "stage", stage: "build", image: im.name, state: "done", ms: performance.now() - t0 });
-      return { im, index, times, ...(resolved?.mountFrom ? { mountFrom: resolved.mountFrom } : {}) };
+      return { im, index, times, ...(mountFrom ? { mountFrom } : {}) };
     }),
   );
   const results: ImageResult[] = [];
@@ -312,35 +298,28 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
     }
     const t0 = performance.now();
     emit({ type: "stage", stage: "publish", image: im.name, state: "start" });
-    let references: string[];
-    if (im.target.kind === "registry") {
-      const repo = { registry: im.target.ref.registry, repository: im.target.ref.repository };
-      const pub = new RegistryPublisher(
-        deps.client,
-        repo,
-        mountFrom && mountFrom.registry === repo.registry && mountFrom.repository !== repo.repository
-          ? { mountFrom: [mountFrom.repository] }
-          : {},
-      );
-      references = (await pub.publish(index, im.tags, deps.signal ? { signal: deps.signal } : {})).references;
-      references.push(...(await pub.tagPlatforms(index, im.platformTags, deps.signal)));
-      emit({
-        type: "published",
-        image: im.name,
-        reference: `${repo.registry}/${repo.repository}`,
-        digest,
-        uploadedBytes: pub.stats.bytesUploaded,
-      });
-    } else {
-      references = (
-        await new LayoutPublisher(im.target.dir).publish(
-          index,
-          im.tags,
-          deps.signal ? { signal: deps.signal } : {},
-        )
-      ).references;
-      emit({ type: "published", image: im.name, reference: `oci:${im.target.dir}`, digest });
-    }
+    const destination: Destination =
+      im.target.kind === "registry"
+        ? registryDestination(im.target.ref)
+        : { kind: "oci", dir: im.target.dir };
+    const [published] = await deps.orch.publish(
+      index,
+      {
+        destinations: [destination],
+        tags: im.tags,
+        platformTags: im.platformTags,
+        ...(mountFrom ? { mountFrom: [mountFrom] } : {}),
+      },
+      deps.signal ? { signal: deps.signal } : {},
+    );
+    const references = published!.references;
+    emit({
+      type: "published",
+      image: im.name,
+      reference: describeDestination(destination),
+      digest,
+      ...(published!.stats ? { uploadedBytes: published!.stats.bytesUploaded } : {}),
+    });
     emit({ type: "stage", stage: "publish", image: im.name, state: "done", ms: performance.now() - t0 });
     results.push({ name: im.name, digest, references, platforms });
   }

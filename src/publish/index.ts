@@ -17,6 +17,17 @@ export interface PublishResult {
   digest: Digest;
   /** Human form of where it went, e.g. "oci:out/oci:latest@sha256:…". */
   references: string[];
+  /** What a registry push did; absent for local outputs. */
+  stats?: PushStats;
+}
+
+export interface PushStats {
+  blobsUploaded: number;
+  bytesUploaded: number;
+  blobsPresent: number;
+  blobsMounted: number;
+  manifestsPut: number;
+  manifestsPresent: number;
 }
 
 export interface Publisher {

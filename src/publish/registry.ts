@@ -11,16 +11,9 @@ import { formatPlatform, type Platform } from "../platform/index.js";
 import { type BlobSink, writeArtifact } from "../image/write.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import type { RegistryClient, Repo } from "../registry/index.js";
-import type { Publisher, PublishResult } from "./index.js";
+import type { Publisher, PublishResult, PushStats } from "./index.js";
 
-export interface PushStats {
-  blobsUploaded: number;
-  bytesUploaded: number;
-  blobsPresent: number;
-  blobsMounted: number;
-  manifestsPut: number;
-  manifestsPresent: number;
-}
+export type { PushStats };
 
 export interface RegistryPublisherOptions {
   /** Repositories on the destination registry that may hold the blobs (cross-repository mount). */
@@ -33,7 +26,8 @@ export class RegistryPublisher implements Publisher {
   readonly client: RegistryClient;
   readonly repo: Repo;
   readonly #opts: RegistryPublisherOptions;
-  stats: PushStats = {
+  /** Counts for the publish under way; each result carries its own copy. */
+  readonly #stats: PushStats = {
     blobsUploaded: 0,
     bytesUploaded: 0,
     blobsPresent: 0,
@@ -58,21 +52,21 @@ export class RegistryPublisher implements Publisher {
           ...(signal ? { signal } : {}),
         });
         if (result === "uploaded") {
-          this.stats.blobsUploaded++;
-          this.stats.bytesUploaded += desc.size;
-        } else if (result === "mounted") this.stats.blobsMounted++;
-        else this.stats.blobsPresent++;
+          this.#stats.blobsUploaded++;
+          this.#stats.bytesUploaded += desc.size;
+        } else if (result === "mounted") this.#stats.blobsMounted++;
+        else this.#stats.blobsPresent++;
         this.#opts.onBlob?.({ digest: desc.digest, size: desc.size, result });
         return result !== "exists";
       },
       putManifest: async (desc: Descriptor, raw: Uint8Array) => {
         const have = await client.headManifest({ ...repo, digest: desc.digest }, signal, { forPush: true });
         if (have?.digest === desc.digest) {
-          this.stats.manifestsPresent++;
+          this.#stats.manifestsPresent++;
           return false;
         }
         await client.putManifest(repo, desc.digest, raw, desc.mediaType, signal);
-        this.stats.manifestsPut++;
+        this.#stats.manifestsPut++;
         return true;
       },
     };
@@ -142,7 +136,7 @@ export class RegistryPublisher implements Publisher {
       const refs: Reference[] = tags.length
         ? tags.map((tag) => ({ ...this.repo, tag, digest: desc.digest }))
         : [{ ...this.repo, digest: desc.digest }];
-      return { digest: desc.digest, references: refs.map(formatReference) };
+      return { digest: desc.digest, references: refs.map(formatReference), stats: { ...this.#stats } };
     } catch (e) {
       throw addContext(e, `pushing to ${target}`);
     }

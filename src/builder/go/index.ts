@@ -276,7 +276,7 @@ export class GoBuilder implements Builder {
     await mkdir(outDir, { recursive: true });
     const ms = await slots.run(async () => {
       signal.throwIfAborted();
-      emit({ type: "compile-start", platform });
+      emit({ type: "step-start", platform, step: "compile" });
       const t0 = performance.now();
       const args = ["build", "-trimpath", "-o", `${outDir}${path.sep}`];
       if (o.ldflags) args.push(`-ldflags=${o.ldflags}`);
@@ -293,7 +293,7 @@ export class GoBuilder implements Builder {
       }
       return performance.now() - t0;
     });
-    emit({ type: "compile-done", platform, ms });
+    emit({ type: "step-done", platform, step: "compile", ms, where: "native" });
     const pkg = await pkgP;
     const binName = isWindows ? `${pkg.name}.exe` : pkg.name;
     const binary = path.join(outDir, binName);

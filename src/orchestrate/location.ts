@@ -1,3 +1,7 @@
+/**
+ * Where an artifact is read from or written to, as users write it: `oci:<dir>[:tag]` (an OCI
+ * image layout), `tarball:<file>` (docker load / oci-archive), or a registry reference.
+ */
 import { PolyarchError } from "../errors.js";
 import { parseReference, redactUserinfo, type Reference, validateTag } from "../ref/index.js";
 

@@ -1,0 +1,280 @@
+/**
+ * The one room where resolved options become builders and publishers (ko's resolver.go is the
+ * model): `build`, `run`, `copy` and `mirror` — and later the server — ask it for a build or a
+ * publish and never construct a builder, a publisher or a registry client themselves.
+ *
+ * 1. `open` reads an artifact from a location (a layout tag or a registry reference).
+ * 2. `build` resolves the base per platform, picks the builder for the source, and runs it
+ *    with the compile slots and the layer cache every build of this orchestrator shares.
+ * 3. `publish` writes an artifact to each destination in turn — registry first, so a local
+ *    output never claims what a push then failed to store — tags last, then per-platform tags.
+ */
+import { GoBuilder } from "../builder/go/index.js";
+import type { BuildEvent, Builder } from "../builder/index.js";
+import type { Digest } from "../digest/index.js";
+import { addContext, PolyarchError } from "../errors.js";
+import type { BaseImage } from "../image/assemble.js";
+import { baseImagesFor } from "../image/base.js";
+import type { Artifact, Index } from "../image/index.js";
+import { LayerCache } from "../layer/cache.js";
+import { layoutArtifact } from "../layout/artifact.js";
+import { OciLayout } from "../layout/index.js";
+import type { Platform } from "../platform/index.js";
+import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
+import { type PushStats, RegistryPublisher } from "../publish/registry.js";
+import { formatReference, type Reference } from "../ref/index.js";
+import { type RegistryClient, type Repo, registryArtifact } from "../registry/index.js";
+import type { Exec } from "../util/exec.js";
+import { Semaphore } from "../util/limit.js";
+import { type Location, parseLocation } from "./location.js";
+
+/** What an image is given besides its files: declared once for every builder and command. */
+export interface ImageSettings {
+  env: string[];
+  exposedPorts: string[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  user?: string;
+  workingDir?: string;
+  /** Replaces the builder's default entrypoint. */
+  entrypoint?: string[];
+  cmd?: string[];
+}
+
+/** A Go main package. */
+export interface GoSource {
+  kind: "go";
+  /** Where go runs, absolute. */
+  dir: string;
+  /** The main package as go build takes it ("." or "./cmd/api"). */
+  main: string;
+  ldflags?: string;
+  buildTags?: string[];
+}
+
+export type BuildSource = GoSource;
+
+export interface BuildRequest {
+  source: BuildSource;
+  platforms: Platform[];
+  sourceDateEpoch: number;
+  image: ImageSettings;
+  /** A registry reference or oci:<dir>[:tag]; scratch when absent. */
+  base?: string;
+}
+
+/** The machine's tools, resolved by the CLI (or a server) once. */
+export interface Toolchain {
+  /** The environment child processes (go) run with. */
+  env: Record<string, string | undefined>;
+  goBinary: string;
+  cacheDir: string;
+  /** Compile slots shared by every build of this orchestrator. */
+  jobs: number;
+  exec?: Exec;
+}
+
+export interface Built {
+  index: Index;
+  /** Short name of what was built (the Go binary's name). */
+  name: string;
+  /** The base's repository, when it is in a registry: blobs there can be mounted, not uploaded. */
+  mountFrom?: Repo;
+}
+
+export type Destination =
+  | { kind: "registry"; repo: Repo }
+  | { kind: "oci"; dir: string }
+  | { kind: "tarball"; file: string; repository: string; mtime: number; dockerPlatform: Platform };
+
+export interface PublishRequest {
+  destinations: Destination[];
+  tags: readonly string[];
+  /** Extra tags naming one platform's image (registry destinations only). */
+  platformTags?: readonly { platform: Platform; tag: string }[];
+  /** Repositories the blobs may already be in (cross-repository mount on the same registry). */
+  mountFrom?: readonly Repo[];
+}
+
+export interface Published {
+  destination: Destination;
+  digest: Digest;
+  references: string[];
+  /** What a registry push did (uploads, mounts, manifests written). */
+  stats?: PushStats;
+}
+
+/** The base images of a build, one per platform, and where they came from. */
+export interface ResolvedBase {
+  images: Map<string, BaseImage>;
+  mountFrom?: Repo;
+}
+
+export class Orchestrator {
+  readonly #t: Toolchain;
+  readonly #makeClient: () => RegistryClient;
+  #client: RegistryClient | undefined;
+  readonly #slots: Semaphore;
+  readonly #layers: LayerCache;
+
+  constructor(opts: { toolchain: Toolchain; client: () => RegistryClient }) {
+    this.#t = opts.toolchain;
+    this.#makeClient = opts.client;
+    this.#slots = new Semaphore(Math.max(1, opts.toolchain.jobs));
+    this.#layers = new LayerCache(opts.toolchain.cacheDir);
+  }
+
+  /** The registry client, made on first use: a local build never loads registry code paths. */
+  get client(): RegistryClient {
+    this.#client ??= this.#makeClient();
+    return this.#client;
+  }
+
+  async close(): Promise<void> {
+    await this.#client?.transport.close();
+  }
+
+  /** Reads the artifact a location names (a layout tag, a registry reference). */
+  async open(loc: Location, signal?: AbortSignal): Promise<Artifact> {
+    if (loc.kind === "oci") {
+      const layout = await OciLayout.open(loc.dir);
+      return layoutArtifact(layout, await layout.resolve(loc.tag));
+    }
+    if (loc.kind === "registry") {
+      try {
+        return await registryArtifact(
+          this.client,
+          loc.ref.tag || loc.ref.digest ? loc.ref : { ...loc.ref, tag: "latest" },
+          undefined,
+          signal,
+        );
+      } catch (e) {
+        throw addContext(e, `reading ${loc.text}`);
+      }
+    }
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `cannot read from a tarball (${loc.file})`,
+      hint: "Read from oci:<dir>[:tag] or a registry reference.",
+    });
+  }
+
+  /** The base's image for each platform; a platform it lacks is an error naming those it has. */
+  async resolveBase(
+    base: string,
+    platforms: readonly Platform[],
+    signal?: AbortSignal,
+  ): Promise<ResolvedBase> {
+    const loc = parseLocation(base);
+    if (loc.kind === "tarball") {
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `a base cannot be a tarball (${base})`,
+        hint: "Use a registry reference or oci:<dir>[:tag].",
+      });
+    }
+    const name = loc.kind === "registry" ? formatReference(loc.ref) : base;
+    const images = await baseImagesFor(await this.open(loc, signal), platforms, name);
+    return {
+      images,
+      ...(loc.kind === "registry"
+        ? { mountFrom: { registry: loc.ref.registry, repository: loc.ref.repository } }
+        : {}),
+    };
+  }
+
+  /** The builder for a request (the one place builders are chosen). */
+  builder(req: BuildRequest, base?: ResolvedBase): Builder {
+    const t = this.#t;
+    switch (req.source.kind) {
+      case "go":
+        return new GoBuilder({
+          dir: req.source.dir,
+          mainPackage: req.source.main,
+          platforms: req.platforms,
+          sourceDateEpoch: req.sourceDateEpoch,
+          env: t.env,
+          goBinary: t.goBinary,
+          cacheDir: t.cacheDir,
+          jobs: t.jobs,
+          limiter: this.#slots,
+          layerCache: this.#layers,
+          ...(req.source.ldflags ? { ldflags: req.source.ldflags } : {}),
+          ...(req.source.buildTags?.length ? { buildTags: req.source.buildTags } : {}),
+          image: req.image,
+          ...(base ? { base: base.images } : {}),
+          ...(t.exec ? { exec: t.exec } : {}),
+        });
+    }
+  }
+
+  /** Resolves the base, then builds every platform. */
+  async build(
+    req: BuildRequest,
+    opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void } = {},
+  ): Promise<Built> {
+    const base = req.base ? await this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
+    const { index, name } = await this.builder(req, base).build(opts);
+    return { index, name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };
+  }
+
+  /** The publisher for one destination (the one place publishers are chosen). */
+  publisher(dest: Destination, mountFrom: readonly Repo[] = []): Publisher {
+    switch (dest.kind) {
+      case "registry": {
+        const from = mountFrom
+          .filter((m) => m.registry === dest.repo.registry && m.repository !== dest.repo.repository)
+          .map((m) => m.repository);
+        return new RegistryPublisher(this.client, dest.repo, from.length ? { mountFrom: from } : {});
+      }
+      case "oci":
+        return new LayoutPublisher(dest.dir);
+      case "tarball":
+        return new TarballPublisher(dest.file, {
+          repository: dest.repository,
+          mtime: dest.mtime,
+          dockerPlatform: dest.dockerPlatform,
+        });
+    }
+  }
+
+  /** Publishes to every destination, registries first; per-platform tags after the main ones. */
+  async publish(
+    artifact: Artifact,
+    req: PublishRequest,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<Published[]> {
+    const order = [...req.destinations].sort(
+      (a, b) => Number(b.kind === "registry") - Number(a.kind === "registry"),
+    );
+    const out: Published[] = [];
+    for (const destination of order) {
+      const pub = this.publisher(destination, req.mountFrom);
+      const r = await pub.publish(artifact, req.tags, opts);
+      const references = [...r.references];
+      if (pub instanceof RegistryPublisher && req.platformTags?.length && artifact.kind === "index")
+        references.push(...(await pub.tagPlatforms(artifact, req.platformTags, opts.signal)));
+      out.push({
+        destination,
+        digest: r.digest,
+        references,
+        ...(r.stats ? { stats: r.stats } : {}),
+      });
+    }
+    return out;
+  }
+}
+
+/** Human form of a destination, for messages. */
+export function describeDestination(d: Destination): string {
+  return d.kind === "registry"
+    ? `${d.repo.registry}/${d.repo.repository}`
+    : d.kind === "oci"
+      ? `oci:${d.dir}`
+      : `tarball:${d.file}`;
+}
+
+/** A registry destination from a reference (its tag and digest are not part of it). */
+export function registryDestination(ref: Reference): Destination {
+  return { kind: "registry", repo: { registry: ref.registry, repository: ref.repository } };
+}
