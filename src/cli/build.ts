@@ -5,7 +5,14 @@ import { PolyarchError } from "../errors.js";
 import { compressedSize, platformImages } from "../image/index.js";
 import { formatPlatform, hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";
 import { checkWritable } from "../publish/index.js";
-import { type Destination, describeDestination, registryDestination } from "../orchestrate/index.js";
+import {
+  type BuildRequest,
+  type Destination,
+  describeDestination,
+  registryDestination,
+} from "../orchestrate/index.js";
+import { DockerfileBuilder } from "../builder/dockerfile/index.js";
+import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
 import { validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
@@ -34,6 +41,10 @@ export interface BuildFlags {
   platformTags?: string;
   json?: boolean;
   quiet?: boolean;
+  file?: string;
+  buildArg?: string[];
+  target?: string;
+  dryRun?: boolean;
 }
 
 /** Keep in step with the defaults main.ts shows in --help. */
@@ -132,22 +143,40 @@ export async function runBuild(
           `  static files layer ${e.digest.slice(0, 19)} ${humanSize(e.size)}${e.cached ? " (cached)" : ""}`,
         );
     };
-    const { index, name, mountFrom } = await orch.build(
-      {
-        source: {
-          kind: "go",
-          dir,
-          main: ".",
-          ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
-          ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
-        },
-        platforms,
-        sourceDateEpoch: epoch.value,
-        image,
-        ...(flags.base ? { base: flags.base } : {}),
-      },
-      { onEvent, ...(signal ? { signal } : {}) },
-    );
+    const request: BuildRequest = {
+      source: flags.file
+        ? {
+            kind: "dockerfile",
+            dockerfile: path.resolve(io.cwd, flags.file),
+            context: dir,
+            buildArgs: parsePairs(flags.buildArg ?? [], "build-arg"),
+            ...(flags.target ? { target: flags.target } : {}),
+          }
+        : {
+            kind: "go",
+            dir,
+            main: ".",
+            ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
+            ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
+          },
+      platforms,
+      sourceDateEpoch: epoch.value,
+      image,
+      ...(flags.base ? { base: flags.base } : {}),
+    };
+    if (flags.dryRun) {
+      const b = orch.builder(request);
+      if (!(b instanceof DockerfileBuilder))
+        throw new PolyarchError({
+          code: "E_INPUT",
+          message: "build --dry-run shows a Dockerfile's plan; it needs -f",
+          hint: "For Go services, polyarch run --dry-run prints the whole pipeline's plan.",
+        });
+      const lines = describeDockerfilePlan(await b.dockerfile(), await b.plan());
+      io.stdout.write(`${lines.join("\n")}\n(dry run: nothing was built or published)\n`);
+      return 0;
+    }
+    const { index, name, mountFrom } = await orch.build(request, { onEvent, ...(signal ? { signal } : {}) });
 
     // 2. Publish: blobs, manifests, index, then the tags — the registry first, then the output.
     if (target)

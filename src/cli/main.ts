@@ -86,6 +86,17 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       "allow plain HTTP to this registry (repeatable; localhost always may)",
       collect,
     )
+    .option(
+      "-f, --file <Dockerfile>",
+      "build a Dockerfile instead of a Go package; DIR is then the build context",
+    )
+    .option(
+      "--build-arg <KEY=VALUE>",
+      "Dockerfile build arg (repeatable); {{arch}}, {{os}}, {{variant}}, {{platform}} are filled per platform",
+      collect,
+    )
+    .option("--target <stage>", "the Dockerfile stage to build (default: the last)")
+    .option("--dry-run", "with -f: print the plan per platform (stages, native or delegated steps) and stop")
     .option("--json", "print the result as JSON on stdout")
     .option("-q, --quiet", "no progress on stderr")
     .action(async (dir: string | undefined, flags: BuildFlags) => {

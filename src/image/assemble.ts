@@ -119,15 +119,38 @@ export function assembleImage(spec: ImageSpec): Image {
       ...spec.layers.map((l) => ({ created: spec.created, created_by: l.createdBy, comment: "polyarch" })),
     ],
   };
+  return imageFromConfig({
+    platform: spec.platform,
+    config,
+    baseLayers,
+    layers: spec.layers,
+    annotations: {
+      ...(spec.annotations ?? {}),
+      ...(spec.base?.name ? { [Annotation.BASE_NAME]: spec.base.name } : {}),
+      ...(spec.base?.digest ? { [Annotation.BASE_DIGEST]: spec.base.digest } : {}),
+    },
+  });
+}
+
+/**
+ * An image from a finished config: the manifest over the base's layers and the new ones,
+ * serialised once. Every builder ends here (the Go builder through assembleImage).
+ */
+export function imageFromConfig(spec: {
+  platform: Platform;
+  config: ImageConfig;
+  baseLayers: readonly BaseLayer[];
+  layers: readonly FileLayer[];
+  annotations: Record<string, string>;
+}): Image {
+  const { config, baseLayers } = spec;
   const rawConfig = serialize(config);
   const configDesc: Descriptor = {
     mediaType: MediaType.OCI_CONFIG,
     digest: sha256(rawConfig),
     size: rawConfig.byteLength,
   };
-  const annotations: Record<string, string> = { ...(spec.annotations ?? {}) };
-  if (spec.base?.name) annotations[Annotation.BASE_NAME] = spec.base.name;
-  if (spec.base?.digest) annotations[Annotation.BASE_DIGEST] = spec.base.digest;
+  const annotations: Record<string, string> = { ...spec.annotations };
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,

@@ -204,6 +204,12 @@ async function fingerprint(
   let goBinary = false;
   const h = createHash("sha256").update(`${LAYER_FORMAT}\0${JSON.stringify(opts)}\0`);
   for (const e of entries) {
+    if (e.type === "whiteout") {
+      h.update(`w\0${e.path}\0`);
+      continue;
+    }
+    // Owners only when given, so keys of layers without them are what they always were.
+    if (e.uid !== undefined || e.gid !== undefined) h.update(`o\0${e.uid ?? ""}:${e.gid ?? ""}\0`);
     if (e.type === "file") {
       if ("file" in e.source) {
         const st = await stat(e.source.file, { bigint: true });

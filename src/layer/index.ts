@@ -15,10 +15,18 @@ import { GzipEncoder } from "./deflate.js";
 
 export type EntrySource = { file: string } | { data: Uint8Array };
 
+/** Per-entry owner; absent, the layer's uid/gid (TarOptions) apply. */
+export interface Owner {
+  uid?: number;
+  gid?: number;
+}
+
 export type LayerEntry =
-  | { type: "dir"; path: string; mode?: number }
-  | { type: "file"; path: string; mode: number; source: EntrySource; size?: number }
-  | { type: "symlink"; path: string; target: string };
+  | ({ type: "dir"; path: string; mode?: number } & Owner)
+  | ({ type: "file"; path: string; mode: number; source: EntrySource; size?: number } & Owner)
+  | ({ type: "symlink"; path: string; target: string } & Owner)
+  /** Deletes `path` from the layers below (an OCI whiteout, `.wh.<name>`). */
+  | { type: "whiteout"; path: string };
 
 export interface TarOptions {
   /** Seconds since the epoch for every entry (SOURCE_DATE_EPOCH). */
@@ -84,9 +92,16 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
   const { pack: tarPack } = await import("tar-stream");
   const pack = tarPack();
   const mtime = new Date(opts.mtime * 1000);
-  const common = { uid: opts.uid, gid: opts.gid, uname: "", gname: "", mtime };
+  const base = { uid: opts.uid, gid: opts.gid, uname: "", gname: "", mtime };
   const writer = (async () => {
     for (const e of entries) {
+      if (e.type === "whiteout") {
+        const dir = path.posix.dirname(e.path);
+        const name = `${dir === "." ? "" : `${dir}/`}.wh.${path.posix.basename(e.path)}`;
+        pack.entry({ ...base, name, type: "file", mode: 0, size: 0 }, Buffer.alloc(0));
+        continue;
+      }
+      const common = { ...base, uid: e.uid ?? opts.uid, gid: e.gid ?? opts.gid };
       if (e.type === "dir") {
         pack.entry({ ...common, name: `${e.path}/`, type: "directory", mode: e.mode ?? 0o755 });
       } else if (e.type === "symlink") {

@@ -53,6 +53,17 @@ export interface ImageConfig {
     WorkingDir?: string;
     Labels?: Record<string, string>;
     StopSignal?: string;
+    /** Docker's fields, written by Dockerfile builds (HEALTHCHECK, SHELL, ONBUILD). */
+    Healthcheck?: {
+      Test: string[];
+      Interval?: number;
+      Timeout?: number;
+      StartPeriod?: number;
+      StartInterval?: number;
+      Retries?: number;
+    };
+    Shell?: string[];
+    OnBuild?: string[];
   };
   rootfs: { type: "layers"; diff_ids: Digest[] };
   history?: {

@@ -19,7 +19,8 @@ import type { Artifact, Index } from "../image/index.js";
 import { LayerCache } from "../layer/cache.js";
 import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
-import type { Platform } from "../platform/index.js";
+import { formatPlatform, hostPlatform, type Platform } from "../platform/index.js";
+import { DockerfileBuilder } from "../builder/dockerfile/index.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { type PushStats, RegistryPublisher } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
@@ -52,7 +53,18 @@ export interface GoSource {
   buildTags?: string[];
 }
 
-export type BuildSource = GoSource;
+/** A Dockerfile and its build context. */
+export interface DockerfileSource {
+  kind: "dockerfile";
+  /** Absolute paths. */
+  dockerfile: string;
+  context: string;
+  /** --build-arg values; {{os}}, {{arch}}, {{variant}}, {{platform}} are filled per platform. */
+  buildArgs: Record<string, string>;
+  target?: string;
+}
+
+export type BuildSource = GoSource | DockerfileSource;
 
 export interface BuildRequest {
   source: BuildSource;
@@ -205,6 +217,32 @@ export class Orchestrator {
           ...(base ? { base: base.images } : {}),
           ...(t.exec ? { exec: t.exec } : {}),
         });
+      case "dockerfile": {
+        // Bases are opened once per reference; each platform takes its image from it.
+        const opened = new Map<string, Promise<ResolvedBase>>();
+        return new DockerfileBuilder({
+          dockerfile: req.source.dockerfile,
+          context: req.source.context,
+          platforms: req.platforms,
+          buildPlatform: { ...hostPlatform(), os: "linux" },
+          buildArgs: req.source.buildArgs,
+          ...(req.source.target ? { target: req.source.target } : {}),
+          sourceDateEpoch: req.sourceDateEpoch,
+          layerCache: this.#layers,
+          jobs: t.jobs,
+          labels: req.image.labels,
+          annotations: req.image.annotations,
+          resolveBase: async (ref, platform, signal) => {
+            const key = `${ref} ${formatPlatform(platform)}`;
+            let p = opened.get(key);
+            if (!p) {
+              p = this.resolveBase(ref, [platform], signal);
+              opened.set(key, p);
+            }
+            return (await p).images.get(formatPlatform(platform))!;
+          },
+        });
+      }
     }
   }
 

@@ -30,6 +30,8 @@ export interface StepPlan {
   why: string;
   /** For a native RUN: the file-system operations it stands for. */
   ops?: FsOp[];
+  /** For an ARG: the values it gives, in order (build arg, default, or the global value). */
+  args?: [string, string][];
 }
 
 export type StageBase =
@@ -254,6 +256,7 @@ export function planDockerfile(df: Dockerfile, opts: PlanOptions): PlatformPlan[
       // Stage scope: automatic args and globals are visible only once declared with ARG.
       const args = new Map<string, string>();
       const steps: StepPlan[] = s.instructions.map((ins) => {
+        const given: [string, string][] = [];
         if (ins.keyword === "ARG") {
           const scope = new Map([...args]);
           for (const { key, value } of keyValues(ins.args, scope, lex, `${df.file}:${ins.line}: ARG`)) {
@@ -263,10 +266,13 @@ export function planDockerfile(df: Dockerfile, opts: PlanOptions): PlatformPlan[
             const v =
               buildArgs.get(key) ??
               (value !== undefined ? processWord(value, scope, lex) : (declared.get(key) ?? auto));
-            if (v !== undefined) args.set(key, v);
+            if (v !== undefined) {
+              args.set(key, v);
+              given.push([key, v]);
+            }
           }
         }
-        return { instruction: ins, ...classify(ins) };
+        return { instruction: ins, ...classify(ins), ...(ins.keyword === "ARG" ? { args: given } : {}) };
       });
       const delegated = steps.some((st) => st.mode === "delegated");
       const plan: StagePlan = {

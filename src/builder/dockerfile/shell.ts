@@ -110,6 +110,26 @@ export function processWords(text: string, vars: Vars, lex: Lexer, split = true)
   return split ? words : [words.join("")];
 }
 
+/** A heredoc body: only `$` expansions apply (quotes are literal); an escaped `$` stays a `$`. */
+export function expandHeredoc(text: string, vars: Vars, lex: Lexer): string {
+  let out = "";
+  for (let i = 0; i < text.length;) {
+    const c = text[i]!;
+    if (c === lex.escape && text[i + 1] === "$") {
+      out += "$";
+      i += 2;
+    } else if (c === "$") {
+      const r = expandAt(text, i, vars, lex);
+      out += r.value;
+      i = r.next;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
 /** One word: the text with quotes removed and variables expanded. */
 export function processWord(text: string, vars: Vars, lex: Lexer): string {
   return processWords(text, vars, lex, false)[0] ?? "";

@@ -1,0 +1,158 @@
+/**
+ * Where COPY and ADD take files from: the build context directory (minus what
+ * `.dockerignore` — or `<Dockerfile>.dockerignore` beside the Dockerfile — excludes) or
+ * another stage's tree. Both answer the same three questions, so one copy routine serves
+ * both. Patterns follow moby/patternmatcher: `*` and `?` within a path component, `**` across
+ * them, `!` re-includes, the last matching line wins, and a pattern matching a directory
+ * excludes what is under it.
+ */
+import { lstat, readdir, readFile, readlink } from "node:fs/promises";
+import path from "node:path";
+import type { Node, Tree } from "./tree.js";
+import { treeKey } from "./tree.js";
+
+export interface SourceFs {
+  /** What a path is, without following a final symlink; undefined when absent or excluded. */
+  stat(rel: string): Promise<Node | undefined>;
+  /** Names in a directory (excluded ones left out), sorted. */
+  list(rel: string): Promise<string[]>;
+}
+
+/** A glob of one path component or, with `**`, of several, as an anchored regular expression. */
+export function patternRegex(pattern: string): RegExp {
+  let re = "";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === "*") {
+      if (pattern[i + 1] === "*") {
+        i++;
+        if (pattern[i + 1] === "/") {
+          i++;
+          re += "(?:.*/)?";
+        } else re += ".*";
+      } else re += "[^/]*";
+    } else if (c === "?") re += "[^/]";
+    else if (c === "[") {
+      const end = pattern.indexOf("]", i + 1);
+      if (end < 0) re += "\\[";
+      else {
+        re += `[${pattern
+          .slice(i + 1, end)
+          .replace(/^!/, "^")
+          .replace(/\\/g, "\\\\")}]`;
+        i = end;
+      }
+    } else if (c === "\\" && i + 1 < pattern.length) re += `\\${pattern[++i]}`;
+    else re += c.replace(/[.+^${}()|]/g, "\\$&");
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export class IgnoreRules {
+  readonly #rules: { re: RegExp; negate: boolean }[];
+  constructor(text: string) {
+    this.#rules = [];
+    for (const raw of text.split(/\r?\n/)) {
+      let line = raw.trim();
+      if (line === "" || line.startsWith("#")) continue;
+      const negate = line.startsWith("!");
+      if (negate) line = line.slice(1).trim();
+      const clean = path.posix.normalize(line.replace(/^\/+/, "")).replace(/\/+$/, "");
+      if (clean === "" || clean === ".") continue;
+      this.#rules.push({ re: patternRegex(clean), negate });
+    }
+  }
+  /** True when the path (or one of its parents) is excluded by the last rule that matches. */
+  excluded(rel: string): boolean {
+    if (rel === "") return false;
+    const parts = rel.split("/");
+    let out = false;
+    for (const r of this.#rules) {
+      for (let n = 1; n <= parts.length; n++) {
+        if (r.re.test(parts.slice(0, n).join("/"))) {
+          out = !r.negate;
+          break;
+        }
+      }
+    }
+    return out;
+  }
+}
+
+/** The build context on disk. */
+export class ContextFs implements SourceFs {
+  readonly dir: string;
+  readonly #ignore: IgnoreRules;
+  private constructor(dir: string, ignore: IgnoreRules) {
+    this.dir = dir;
+    this.#ignore = ignore;
+  }
+
+  /** Opens a context; `<Dockerfile>.dockerignore` wins over the context's `.dockerignore`. */
+  static async open(dir: string, dockerfile: string): Promise<ContextFs> {
+    const read = (f: string) => readFile(f, "utf8").catch(() => undefined);
+    const text =
+      (await read(`${dockerfile}.dockerignore`)) ?? (await read(path.join(dir, ".dockerignore"))) ?? "";
+    return new ContextFs(dir, new IgnoreRules(text));
+  }
+
+  async stat(rel: string): Promise<Node | undefined> {
+    const key = treeKey(rel);
+    if (this.#ignore.excluded(key)) return undefined;
+    const abs = path.join(this.dir, key);
+    const st = await lstat(abs).catch(() => undefined);
+    if (!st) return undefined;
+    const meta = { mode: st.mode & 0o7777, uid: 0, gid: 0 };
+    if (st.isDirectory()) return { type: "dir", ...meta };
+    if (st.isSymbolicLink()) return { type: "symlink", ...meta, target: await readlink(abs) };
+    if (st.isFile()) return { type: "file", ...meta, source: { file: abs } };
+    return undefined;
+  }
+
+  async list(rel: string): Promise<string[]> {
+    const key = treeKey(rel);
+    const names = await readdir(path.join(this.dir, key)).catch(() => [] as string[]);
+    return names.filter((n) => !this.#ignore.excluded(key ? `${key}/${n}` : n)).sort();
+  }
+}
+
+/** Another stage's file system (COPY --from=<stage>). */
+export class TreeFs implements SourceFs {
+  readonly #tree: Tree;
+  constructor(tree: Tree) {
+    this.#tree = tree;
+  }
+  async stat(rel: string): Promise<Node | undefined> {
+    const key = this.#tree.resolve(rel, false);
+    return this.#tree.get(key);
+  }
+  async list(rel: string): Promise<string[]> {
+    const key = this.#tree.resolve(rel);
+    return this.#tree
+      .children(key)
+      .map((k) => k.slice(key === "" ? 0 : key.length + 1))
+      .sort();
+  }
+}
+
+/** Every path a COPY source names: itself, or with wildcards each match (sorted). */
+export async function expandSource(fs: SourceFs, src: string): Promise<string[]> {
+  const key = treeKey(src);
+  if (!/[*?[]/.test(key)) return (await fs.stat(key)) ? [key] : [];
+  const parts = key.split("/");
+  let found = [""];
+  for (const part of parts) {
+    const next: string[] = [];
+    const re = /[*?[]/.test(part) ? patternRegex(part) : undefined;
+    for (const dir of found) {
+      if (!re) {
+        const k = dir ? `${dir}/${part}` : part;
+        if (await fs.stat(k)) next.push(k);
+        continue;
+      }
+      for (const name of await fs.list(dir)) if (re.test(name)) next.push(dir ? `${dir}/${name}` : name);
+    }
+    found = next;
+  }
+  return found.sort();
+}

@@ -1,0 +1,189 @@
+/**
+ * The Dockerfile builder: parse, plan per platform, then run every needed stage — natively
+ * where no step needs a process (native.ts) — and assemble the target stage's image for each
+ * platform into one index. A step that needs a process stops the build with a sentence that
+ * names it, its line and why, before anything is published.
+ */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { PolyarchError } from "../../errors.js";
+import { type BaseImage, imageFromConfig, isoTime, assembleIndex } from "../../image/assemble.js";
+import type { Image } from "../../image/index.js";
+import { LayerCache } from "../../layer/cache.js";
+import { LayerPool } from "../../layer/pool.js";
+import { Annotation, type ImageConfig, platformObject } from "../../manifest/index.js";
+import { formatPlatform, type Platform } from "../../platform/index.js";
+import type { BuildEvent, Builder, BuildResult } from "../index.js";
+import { ContextFs } from "./context.js";
+import { type Dockerfile, parseDockerfile } from "./parse.js";
+import { planDockerfile, type PlatformPlan } from "./plan.js";
+import { NeedsBuilder, runStage, StageState } from "./native.js";
+import { spoolDir } from "./tree.js";
+
+export interface DockerfileBuildOptions {
+  /** The Dockerfile, absolute. */
+  dockerfile: string;
+  /** The build context directory, absolute. */
+  context: string;
+  platforms: Platform[];
+  /** The build machine's platform (BUILDPLATFORM). */
+  buildPlatform: Platform;
+  buildArgs: Record<string, string>;
+  target?: string;
+  sourceDateEpoch: number;
+  layerCache: LayerCache;
+  jobs: number;
+  /** Labels and annotations added to every image (the Dockerfile's own come first). */
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  /** A base image's platform image: from a registry or a layout, as the orchestrator opens them. */
+  resolveBase: (ref: string, platform: Platform, signal?: AbortSignal) => Promise<BaseImage>;
+}
+
+export class DockerfileBuilder implements Builder {
+  readonly #o: DockerfileBuildOptions;
+  #df: Dockerfile | undefined;
+  constructor(opts: DockerfileBuildOptions) {
+    this.#o = opts;
+  }
+
+  async dockerfile(): Promise<Dockerfile> {
+    if (!this.#df) {
+      let text: string;
+      try {
+        text = await readFile(this.#o.dockerfile, "utf8");
+      } catch (e) {
+        throw new PolyarchError({
+          code: "E_INPUT",
+          message: `cannot read the Dockerfile ${this.#o.dockerfile}`,
+          hint: "Give its path with -f (default: Dockerfile in the context).",
+          cause: e,
+        });
+      }
+      this.#df = parseDockerfile(text, path.basename(this.#o.dockerfile));
+    }
+    return this.#df;
+  }
+
+  /** The plan per platform (what --dry-run prints). */
+  async plan(): Promise<PlatformPlan[]> {
+    return planDockerfile(await this.dockerfile(), {
+      platforms: this.#o.platforms,
+      buildPlatform: this.#o.buildPlatform,
+      buildArgs: this.#o.buildArgs,
+      ...(this.#o.target ? { target: this.#o.target } : {}),
+    });
+  }
+
+  async build(opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void } = {}): Promise<BuildResult> {
+    const o = this.#o;
+    const emit = opts.onEvent ?? (() => {});
+    const df = await this.dockerfile();
+    const plans = await this.plan();
+    const context = await ContextFs.open(o.context, o.dockerfile);
+    const created = isoTime(o.sourceDateEpoch);
+    const tarOpts = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
+    const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
+    const spool = await spoolDir();
+    const name = path.basename(o.context);
+    emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });
+    try {
+      const images = await Promise.all(
+        plans.map(async (plan): Promise<Image> => {
+          const states = new Map<number, StageState>();
+          for (const stage of plan.stages) {
+            opts.signal?.throwIfAborted();
+            let state: StageState;
+            if (stage.base.kind === "stage") state = await states.get(stage.base.index)!.fork();
+            else if (stage.base.kind === "image")
+              state = new StageState(
+                stage.platform,
+                spool.dir,
+                await o.resolveBase(stage.base.ref, stage.platform, opts.signal),
+              );
+            else state = new StageState(stage.platform, spool.dir);
+            const t0 = performance.now();
+            const step = `stage ${stage.name ?? stage.index}`;
+            emit({ type: "step-start", platform: plan.platform, step });
+            try {
+              await runStage(stage, state, {
+                df,
+                context,
+                stages: states,
+                cache: o.layerCache,
+                pool,
+                tarOpts,
+              });
+            } catch (e) {
+              if (e instanceof NeedsBuilder)
+                throw new PolyarchError({
+                  code: "E_INPUT",
+                  message: `${df.file}:${e.step.line}: ${e.step.original} needs a builder for ${formatPlatform(stage.platform)} (${e.why}); polyarch runs this step only by delegating it to BuildKit, buildah or docker, which it cannot do yet`,
+                  hint: "Build this Dockerfile with a real builder for now, or keep the stage to steps polyarch runs natively (see --dry-run).",
+                });
+              throw e;
+            }
+            emit({
+              type: "step-done",
+              platform: plan.platform,
+              step,
+              ms: performance.now() - t0,
+              where: "native",
+            });
+            states.set(stage.index, state);
+          }
+          const final = states.get(plan.target)!;
+          return this.#image(plan.platform, final, created);
+        }),
+      );
+      for (const img of images) {
+        const d = await img.descriptor();
+        emit({ type: "image", platform: d.platform!, digest: d.digest, size: d.size });
+      }
+      const index = await assembleIndex(images, { [Annotation.CREATED]: created, ...o.annotations });
+      await o.layerCache.trim();
+      return { index, name };
+    } finally {
+      await pool.close();
+      // Layers went to the cache; the spooled base contents are no longer needed.
+      await spool.close();
+    }
+  }
+
+  #image(platform: Platform, st: StageState, created: string): Image {
+    const o = this.#o;
+    const p = platformObject(platform);
+    const cfg = { ...st.config };
+    const labels = { ...(cfg.Labels ?? {}), ...o.labels };
+    if (Object.keys(labels).length) cfg.Labels = labels;
+    const base = st.base;
+    const config: ImageConfig = {
+      created,
+      ...(st.author ? { author: st.author } : {}),
+      architecture: p.architecture,
+      os: p.os,
+      ...(p.variant ? { variant: p.variant } : {}),
+      config: cfg,
+      rootfs: {
+        type: "layers",
+        diff_ids: [...(base?.layers ?? []).map((l) => l.diffId), ...st.layers.map((l) => l.diffId)],
+      },
+      history: [
+        ...(base?.config.history ?? []),
+        ...st.history.map((h) => ({ created, ...h, comment: "polyarch" })),
+      ],
+    };
+    return imageFromConfig({
+      platform,
+      config,
+      baseLayers: base?.layers ?? [],
+      layers: st.layers,
+      annotations: {
+        [Annotation.CREATED]: created,
+        ...o.annotations,
+        ...(base?.name ? { [Annotation.BASE_NAME]: base.name } : {}),
+        ...(base?.digest ? { [Annotation.BASE_DIGEST]: base.digest } : {}),
+      },
+    });
+  }
+}

@@ -1,0 +1,623 @@
+/**
+ * Native steps (issue 9 §3): polyarch carries out every instruction that needs no process,
+ * and the RUN commands of trivial.ts, on a stage's tree. Each step that changes files
+ * becomes one reproducible layer holding the changed paths and their parents (with the
+ * parents' own metadata), through the shared layer cache; the others change the config.
+ * Semantics follow BuildKit: COPY gives new files uid/gid 0 unless --chown, keeps the source
+ * mode unless --chmod, copies a directory's contents (not the directory), and treats the
+ * destination as a directory when it ends in "/" or several sources are given.
+ */
+import path from "node:path";
+import { PolyarchError } from "../../errors.js";
+import type { BaseImage, FileLayer } from "../../image/assemble.js";
+import type { LayerCache } from "../../layer/cache.js";
+import type { LayerEntry, TarOptions } from "../../layer/index.js";
+import type { LayerPool } from "../../layer/pool.js";
+import type { ImageConfig } from "../../manifest/index.js";
+import type { Platform } from "../../platform/index.js";
+import { ContextFs, expandSource, patternRegex, type SourceFs, TreeFs } from "./context.js";
+import { type Dockerfile, type Instruction, syntaxError } from "./parse.js";
+import type { StagePlan, StepPlan } from "./plan.js";
+import { expandHeredoc, keyValues, processWord, processWords } from "./shell.js";
+import { type Node, Tree, treeKey } from "./tree.js";
+import type { FsOp } from "./trivial.js";
+
+export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type Config = NonNullable<ImageConfig["config"]>;
+
+export interface HistoryEntry {
+  created_by: string;
+  empty_layer?: boolean;
+}
+
+/** What a stage is after its steps: the base it started from, its layers, tree and config. */
+export class StageState {
+  readonly platform: Platform;
+  base: BaseImage | undefined;
+  layers: FileLayer[] = [];
+  config: Config;
+  author: string | undefined;
+  history: HistoryEntry[] = [];
+  /** Whether CMD was set in this stage (an ENTRYPOINT after it keeps it). */
+  cmdSet = false;
+  /** ARG values in scope (expansion sees ENV first, then these). */
+  args = new Map<string, string>();
+  #tree: Tree | undefined;
+  readonly #spool: { dir: string; seq: { n: number } };
+
+  constructor(platform: Platform, spool: string, base?: BaseImage) {
+    this.platform = platform;
+    this.base = base;
+    this.config = structuredClone(base?.config.config ?? {});
+    this.#spool = { dir: spool, seq: { n: 0 } };
+    if (!(this.config.Env ?? []).some((e) => e.startsWith("PATH=")))
+      this.config.Env = [DEFAULT_PATH, ...(this.config.Env ?? [])];
+  }
+
+  /** A copy for `FROM <stage>`: the same files, layers and config, its own from here on. */
+  async fork(): Promise<StageState> {
+    const s = new StageState(this.platform, this.#spool.dir, this.base);
+    s.#spool.seq = this.#spool.seq;
+    s.layers = [...this.layers];
+    s.config = structuredClone(this.config);
+    s.author = this.author;
+    s.history = [...this.history];
+    const t = new Tree();
+    for (const [k, n] of (await this.tree()).nodes) t.nodes.set(k, { ...n });
+    s.#tree = t;
+    return s;
+  }
+
+  /** The tree, built from the base's layers on first use. */
+  async tree(): Promise<Tree> {
+    if (!this.#tree) {
+      const t = new Tree();
+      for (const l of this.base?.layers ?? []) await t.applyLayer(l, this.#spool.dir, this.#spool.seq);
+      this.#tree = t;
+    }
+    return this.#tree;
+  }
+
+  /** Variables for expansion: the config's Env over the ARGs. */
+  vars(): Map<string, string> {
+    const v = new Map(this.args);
+    for (const e of this.config.Env ?? []) {
+      const i = e.indexOf("=");
+      if (i > 0) v.set(e.slice(0, i), e.slice(i + 1));
+    }
+    return v;
+  }
+
+  workdir(): string {
+    return this.config.WorkingDir || "/";
+  }
+}
+
+export interface NativeDeps {
+  df: Dockerfile;
+  context: ContextFs;
+  /** Finished stages, by index, for COPY --from. */
+  stages: ReadonlyMap<number, StageState>;
+  cache: LayerCache;
+  pool: LayerPool;
+  tarOpts: TarOptions;
+}
+
+/** A step that polyarch cannot carry out itself: the caller hands the stage to a builder. */
+export class NeedsBuilder extends Error {
+  constructor(
+    readonly step: Instruction,
+    readonly why: string,
+  ) {
+    super(why);
+  }
+}
+
+function at(df: Dockerfile, ins: Instruction, message: string, hint?: string): PolyarchError {
+  return syntaxError(df.file, ins.line, message, hint ?? "Fix that instruction.");
+}
+
+function setEnv(cfg: Config, key: string, value: string): void {
+  const env = (cfg.Env ?? []).filter((e) => !e.startsWith(`${key}=`) && e !== key);
+  const i = (cfg.Env ?? []).findIndex((e) => e.startsWith(`${key}=`));
+  if (i >= 0) env.splice(i, 0, `${key}=${value}`);
+  else env.push(`${key}=${value}`);
+  cfg.Env = env;
+}
+
+function execForm(ins: Instruction, cfg: Config): string[] {
+  return ins.json ?? [...(cfg.Shell ?? ["/bin/sh", "-c"]), ins.args];
+}
+
+function duration(df: Dockerfile, ins: Instruction, v: string): number {
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g;
+  const unit: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+  let total = 0;
+  let seen = "";
+  for (const m of v.matchAll(re)) {
+    total += Number(m[1]) * unit[m[2]!]!;
+    seen += m[0];
+  }
+  if (seen !== v || v === "")
+    throw at(df, ins, `HEALTHCHECK: "${v}" is not a duration`, "Write durations like 30s, 1m30s or 500ms.");
+  return Math.round(total);
+}
+
+/** Resolves a user[:group] spec to numbers, by name through the stage's /etc/passwd and /etc/group. */
+async function owner(
+  df: Dockerfile,
+  ins: Instruction,
+  tree: Tree,
+  spec: string,
+): Promise<{ uid: number; gid?: number }> {
+  const [u, g] = spec.split(":");
+  const num = async (v: string, file: "etc/passwd" | "etc/group", what: string) => {
+    if (/^[0-9]+$/.test(v)) return Number(v);
+    const n = await tree.lookup(file, v);
+    if (n === undefined)
+      throw at(
+        df,
+        ins,
+        `${what} "${v}" is not in the stage's /${file}`,
+        "Use a numeric id, or a name the stage defines.",
+      );
+    return n;
+  };
+  const uid = await num(u ?? "", "etc/passwd", "user");
+  if (g === undefined || g === "") {
+    // A user name alone: BuildKit takes the user's primary group for --chown, the same id for a number.
+    return { uid, gid: /^[0-9]+$/.test(u!) ? uid : await primaryGroup(tree, u!) };
+  }
+  return { uid, gid: await num(g, "etc/group", "group") };
+}
+
+async function primaryGroup(tree: Tree, user: string): Promise<number | undefined> {
+  const n = tree.get(tree.resolve("etc/passwd"));
+  if (!n?.source) return undefined;
+  const { readFile } = await import("node:fs/promises");
+  const text = Buffer.from("data" in n.source ? n.source.data : await readFile(n.source.file)).toString(
+    "utf8",
+  );
+  const f = text
+    .split("\n")
+    .map((l) => l.split(":"))
+    .find((x) => x[0] === user);
+  return f?.[3] && /^[0-9]+$/.test(f[3]) ? Number(f[3]) : undefined;
+}
+
+/** The layer for a set of changed keys: each with its parents, in their current state. */
+function entriesFor(tree: Tree, changed: Iterable<string>): LayerEntry[] {
+  const out = new Map<string, LayerEntry>();
+  for (const key of changed) {
+    for (const p of tree.parentEntries(key)) if (!out.has(p.path)) out.set(p.path, p);
+    const e = tree.entry(key);
+    out.set(key, e);
+    if (e.type === "dir" && tree.get(key)) for (const d of tree.descendants(key)) out.set(d, tree.entry(d));
+  }
+  return [...out.values()];
+}
+
+async function ensureDir(
+  tree: Tree,
+  key: string,
+  changed: Set<string>,
+  meta = { mode: 0o755, uid: 0, gid: 0 },
+): Promise<void> {
+  const parts = key.split("/").filter(Boolean);
+  let cur = "";
+  for (const part of parts) {
+    cur = tree.resolve(cur ? `${cur}/${part}` : part);
+    const n = tree.get(cur);
+    if (n?.type === "dir") continue;
+    if (n)
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `/${cur} exists and is not a directory`,
+        hint: "Check the destination path.",
+      });
+    tree.set(cur, { type: "dir", ...meta });
+    changed.add(cur);
+  }
+}
+
+/** COPY / ADD of sources from a file system into the tree; returns the keys it changed. */
+async function copyInto(
+  tree: Tree,
+  from: SourceFs,
+  sources: string[],
+  dest: string,
+  opts: { own?: { uid: number; gid?: number }; chmod?: number; exclude: RegExp[]; what: string },
+): Promise<Set<string>> {
+  const changed = new Set<string>();
+  const wildcard = sources.some((s) => /[*?[]/.test(s));
+  const matches: string[] = [];
+  for (const s of sources) {
+    const found = (await expandSource(from, s)).filter((m) => !opts.exclude.some((re) => re.test(m)));
+    if (!found.length && !wildcard)
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `${opts.what}: ${s} not found${from instanceof ContextFs ? " in the build context (or excluded by .dockerignore)" : ""}`,
+        hint: "Check the source path; it is relative to the context (or to the stage root with --from).",
+      });
+    matches.push(...found);
+  }
+  if (!matches.length)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `${opts.what}: no source files match ${sources.join(" ")}`,
+      hint: "Check the patterns.",
+    });
+  const destIsDir = dest.endsWith("/") || matches.length > 1 || wildcard;
+  const destKey = treeKey(dest);
+  const meta = (n: Node) => ({
+    mode: opts.chmod ?? n.mode,
+    uid: opts.own?.uid ?? 0,
+    gid: opts.own?.gid ?? opts.own?.uid ?? 0,
+  });
+  const put = async (key: string, n: Node) => {
+    const parent = path.posix.dirname(key);
+    if (parent !== ".") await ensureDir(tree, parent, changed);
+    const real = path.posix.join(tree.resolve(parent === "." ? "" : parent), path.posix.basename(key));
+    if (n.type === "dir") {
+      const existing = tree.get(real);
+      if (existing?.type !== "dir") tree.set(real, { type: "dir", ...meta(n) });
+      else if (opts.own || opts.chmod !== undefined) tree.set(real, { ...existing, ...meta(n) });
+    } else if (n.type === "symlink") {
+      tree.set(real, { type: "symlink", ...meta(n), mode: 0o777, target: n.target! });
+    } else {
+      tree.set(real, { type: "file", ...meta(n), source: n.source! });
+    }
+    changed.add(real);
+  };
+  const copyDir = async (srcKey: string, to: string) => {
+    for (const name of await from.list(srcKey)) {
+      const child = srcKey ? `${srcKey}/${name}` : name;
+      if (opts.exclude.some((re) => re.test(child))) continue;
+      const n = await from.stat(child);
+      if (!n) continue;
+      const target = to ? `${to}/${name}` : name;
+      await put(target, n);
+      if (n.type === "dir") await copyDir(child, target);
+    }
+  };
+  for (const m of matches) {
+    const n = (await from.stat(m))!;
+    if (n.type === "dir") {
+      if (destKey !== "") await put(destKey, { ...n, mode: opts.chmod ?? n.mode });
+      await copyDir(m, destKey);
+      continue;
+    }
+    const existing = tree.get(tree.resolve(destKey));
+    const into = destIsDir || existing?.type === "dir";
+    if (into && destKey !== "") await ensureDir(tree, destKey, changed);
+    await put(
+      into ? (destKey ? `${destKey}/${path.posix.basename(m)}` : path.posix.basename(m)) : destKey,
+      n,
+    );
+  }
+  return changed;
+}
+
+/** Applies the file operations of a trivial RUN to the tree, failing as the command would. */
+async function runOps(
+  df: Dockerfile,
+  ins: Instruction,
+  tree: Tree,
+  ops: FsOp[],
+  workdir: string,
+): Promise<Set<string>> {
+  const changed = new Set<string>();
+  const abs = (p: string) => treeKey(path.posix.resolve(workdir, p));
+  const fail = (msg: string) =>
+    at(df, ins, `RUN would fail: ${msg}`, "Fix the command; a real shell would stop here too.");
+  for (const op of ops) {
+    switch (op.op) {
+      case "true":
+        break;
+      case "mkdir":
+        for (const p of op.paths) {
+          const key = abs(p);
+          const parent = path.posix.dirname(key) === "." ? "" : path.posix.dirname(key);
+          const real = path.posix.join(tree.resolve(parent), path.posix.basename(key));
+          const n = tree.get(tree.resolve(key));
+          if (n) {
+            if (op.parents && n.type === "dir") continue;
+            throw fail(`mkdir: cannot create directory '${p}': File exists`);
+          }
+          if (!op.parents && tree.get(tree.resolve(parent))?.type !== "dir")
+            throw fail(`mkdir: cannot create directory '${p}': No such file or directory`);
+          if (op.parents) await ensureDir(tree, parent, changed);
+          tree.set(real, { type: "dir", mode: op.mode ?? 0o755, uid: 0, gid: 0 });
+          changed.add(real);
+        }
+        break;
+      case "chmod":
+      case "chown": {
+        const own = op.op === "chown" ? await owner(df, ins, tree, op.owner) : undefined;
+        for (const p of op.paths) {
+          const key = tree.resolve(abs(p));
+          const n = tree.get(key);
+          if (!n) throw fail(`${op.op}: cannot access '${p}': No such file or directory`);
+          const keys = [key, ...(op.recursive && n.type === "dir" ? tree.descendants(key) : [])];
+          for (const k of keys) {
+            const m = tree.get(k)!;
+            if (op.op === "chmod" && m.type !== "symlink") tree.set(k, { ...m, mode: op.mode });
+            if (own) tree.set(k, { ...m, uid: own.uid, gid: own.gid ?? m.gid });
+            changed.add(k);
+          }
+        }
+        break;
+      }
+      case "symlink": {
+        let key = abs(op.link);
+        const existing = tree.get(tree.resolve(key));
+        if (existing?.type === "dir")
+          key = path.posix.join(tree.resolve(key), path.posix.basename(op.target));
+        const real = path.posix.join(
+          tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)),
+          path.posix.basename(key),
+        );
+        if (tree.get(real) && !op.force)
+          throw fail(`ln: failed to create symbolic link '${op.link}': File exists`);
+        if (
+          tree.get(tree.resolve(path.posix.dirname(real) === "." ? "" : path.posix.dirname(real)))?.type !==
+            "dir" &&
+          path.posix.dirname(real) !== "."
+        )
+          throw fail(`ln: failed to create symbolic link '${op.link}': No such file or directory`);
+        tree.set(real, { type: "symlink", mode: 0o777, uid: 0, gid: 0, target: op.target });
+        changed.add(real);
+        break;
+      }
+      case "touch":
+        for (const p of op.paths) {
+          const key = tree.resolve(abs(p));
+          if (!tree.get(key)) {
+            if (
+              tree.get(tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)))?.type !==
+              "dir"
+            )
+              throw fail(`touch: cannot touch '${p}': No such file or directory`);
+            tree.set(key, { type: "file", mode: 0o644, uid: 0, gid: 0, source: { data: new Uint8Array() } });
+          }
+          changed.add(key);
+        }
+        break;
+      case "rm":
+        for (const p of op.paths) {
+          const key = abs(p);
+          const real = path.posix.join(
+            tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)),
+            path.posix.basename(key),
+          );
+          const n = tree.get(real);
+          if (!n) {
+            if (op.force) continue;
+            throw fail(`rm: cannot remove '${p}': No such file or directory`);
+          }
+          if (n.type === "dir" && !op.recursive) throw fail(`rm: cannot remove '${p}': Is a directory`);
+          for (const d of tree.descendants(real)) changed.delete(d);
+          tree.remove(real);
+          changed.add(real);
+        }
+        break;
+    }
+  }
+  return changed;
+}
+
+/** Runs one stage's steps natively; throws NeedsBuilder at the first step that needs a process. */
+export async function runStage(stage: StagePlan, state: StageState, deps: NativeDeps): Promise<StageState> {
+  const { df } = deps;
+  const lex = df.lexer;
+  for (const step of stage.steps) await runStep(step, state, deps, lex);
+  return state;
+}
+
+async function runStep(
+  step: StepPlan,
+  st: StageState,
+  deps: NativeDeps,
+  lex: Dockerfile["lexer"],
+): Promise<void> {
+  const { df } = deps;
+  const ins = step.instruction;
+  const cfg = st.config;
+  const word = (t: string) => processWord(t, st.vars(), lex);
+  const note = (emptyLayer: boolean): void => {
+    st.history.push({
+      created_by: `${ins.original} # polyarch`,
+      ...(emptyLayer ? { empty_layer: true } : {}),
+    });
+  };
+  const layer = async (changed: Set<string>): Promise<void> => {
+    if (changed.size === 0) return note(true);
+    const tree = await st.tree();
+    const l = await deps.cache.layer(
+      entriesFor(tree, changed),
+      deps.tarOpts,
+      `${ins.original} # polyarch`,
+      deps.pool,
+    );
+    st.layers.push(l);
+    note(false);
+  };
+  switch (ins.keyword) {
+    case "ARG":
+      for (const [k, v] of step.args ?? []) st.args.set(k, v);
+      return note(true);
+    case "ENV": {
+      const kv = keyValues(ins.args, st.vars(), lex, `${df.file}:${ins.line}: ENV`);
+      if (kv.length && kv[0]!.value === undefined) {
+        // Legacy form: ENV key value with spaces.
+        const [k, ...rest] = ins.args.split(/\s+/);
+        setEnv(cfg, k!, word(rest.join(" ")));
+      } else for (const { key, value } of kv) setEnv(cfg, key, value ?? "");
+      return note(true);
+    }
+    case "LABEL": {
+      const labels = { ...(cfg.Labels ?? {}) };
+      for (const { key, value } of keyValues(ins.args, st.vars(), lex, `${df.file}:${ins.line}: LABEL`)) {
+        if (value === undefined) throw at(df, ins, `LABEL ${key} has no value`, "Write labels as key=value.");
+        labels[key] = value;
+      }
+      cfg.Labels = labels;
+      return note(true);
+    }
+    case "MAINTAINER":
+      st.author = word(ins.args);
+      return note(true);
+    case "EXPOSE": {
+      const ports = { ...(cfg.ExposedPorts ?? {}) };
+      for (const p of processWords(ins.args, st.vars(), lex)) {
+        const m = /^(\d{1,5})(?:-(\d{1,5}))?(?:\/(tcp|udp|sctp))?$/i.exec(p);
+        if (!m) throw at(df, ins, `EXPOSE: "${p}" is not a port`, "Write ports as 80, 8080/tcp or 53/udp.");
+        const proto = (m[3] ?? "tcp").toLowerCase();
+        const from = Number(m[1]);
+        const to = Number(m[2] ?? m[1]);
+        for (let n = from; n <= to; n++) ports[`${n}/${proto}`] = {};
+      }
+      cfg.ExposedPorts = ports;
+      return note(true);
+    }
+    case "USER":
+      cfg.User = word(ins.args);
+      return note(true);
+    case "STOPSIGNAL":
+      cfg.StopSignal = word(ins.args);
+      return note(true);
+    case "VOLUME": {
+      const vols = { ...(cfg.Volumes ?? {}) };
+      for (const v of ins.json ?? processWords(ins.args, st.vars(), lex)) vols[word(v)] = {};
+      cfg.Volumes = vols;
+      return note(true);
+    }
+    case "SHELL":
+      if (!ins.json) throw at(df, ins, "SHELL needs the JSON form", 'Write SHELL ["/bin/sh", "-c"].');
+      cfg.Shell = ins.json;
+      return note(true);
+    case "CMD":
+      cfg.Cmd = execForm(ins, cfg);
+      st.cmdSet = true;
+      return note(true);
+    case "ENTRYPOINT":
+      cfg.Entrypoint = execForm(ins, cfg);
+      // A new entrypoint makes an inherited CMD meaningless (BuildKit resets it).
+      if (!st.cmdSet) delete cfg.Cmd;
+      return note(true);
+    case "ONBUILD":
+      cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.args];
+      return note(true);
+    case "HEALTHCHECK": {
+      const words = ins.args.split(/\s+/);
+      if (words[0]?.toUpperCase() === "NONE") cfg.Healthcheck = { Test: ["NONE"] };
+      else {
+        if (words[0]?.toUpperCase() !== "CMD") throw at(df, ins, "HEALTHCHECK needs CMD or NONE");
+        const rest = ins.args.replace(/^\S+\s*/, "");
+        const json = rest.trim().startsWith("[") ? (JSON.parse(rest) as string[]) : undefined;
+        const hc: NonNullable<Config["Healthcheck"]> = {
+          Test: json ? ["CMD", ...json] : ["CMD-SHELL", rest],
+        };
+        const f = (n: string) => ins.flags.get(n)?.[0];
+        if (f("interval")) hc.Interval = duration(df, ins, f("interval")!);
+        if (f("timeout")) hc.Timeout = duration(df, ins, f("timeout")!);
+        if (f("start-period")) hc.StartPeriod = duration(df, ins, f("start-period")!);
+        if (f("start-interval")) hc.StartInterval = duration(df, ins, f("start-interval")!);
+        if (f("retries")) hc.Retries = Number(f("retries"));
+        cfg.Healthcheck = hc;
+      }
+      return note(true);
+    }
+    case "WORKDIR": {
+      const dir = path.posix.resolve(st.workdir(), word(ins.args));
+      cfg.WorkingDir = dir;
+      const tree = await st.tree();
+      const changed = new Set<string>();
+      if (tree.get(tree.resolve(treeKey(dir)))?.type !== "dir") await ensureDir(tree, treeKey(dir), changed);
+      return layer(changed);
+    }
+    case "COPY":
+    case "ADD": {
+      const tree = await st.tree();
+      const what = `${df.file}:${ins.line}: ${ins.keyword}`;
+      for (const f of ["parents", "checksum", "keep-git-dir", "unpack"])
+        if (ins.flags.has(f)) throw new NeedsBuilder(ins, `${ins.keyword} --${f}`);
+      const chmodText = ins.flags.get("chmod")?.[0];
+      const chmod =
+        chmodText === undefined
+          ? undefined
+          : /^[0-7]{3,4}$/.test(chmodText)
+            ? Number.parseInt(chmodText, 8)
+            : undefined;
+      if (chmodText !== undefined && chmod === undefined)
+        throw at(df, ins, `--chmod=${chmodText} is not an octal mode`);
+      const chownText = ins.flags.get("chown")?.[0];
+      const own = chownText ? await owner(df, ins, tree, word(chownText)) : undefined;
+      const exclude = (ins.flags.get("exclude") ?? []).map((e) => patternRegex(treeKey(word(e))));
+      if (ins.heredocs.length) {
+        // COPY <<EOF /path: each heredoc becomes a file (0644 unless --chmod).
+        const dest = path.posix.resolve(
+          st.workdir(),
+          word(ins.args.replace(/<<-?["']?\w+["']?/g, "").trim()),
+        );
+        const changed = new Set<string>();
+        for (const h of ins.heredocs) {
+          const content = h.expand ? expandHeredoc(h.content, st.vars(), lex) : h.content;
+          const key =
+            ins.heredocs.length > 1 || dest.endsWith("/") ? `${treeKey(dest)}/${h.name}` : treeKey(dest);
+          const parent = path.posix.dirname(key);
+          if (parent !== ".") await ensureDir(tree, parent, changed);
+          tree.set(key, {
+            type: "file",
+            mode: chmod ?? 0o644,
+            uid: own?.uid ?? 0,
+            gid: own?.gid ?? own?.uid ?? 0,
+            source: { data: Buffer.from(content) },
+          });
+          changed.add(key);
+        }
+        return layer(changed);
+      }
+      const words = ins.json ?? processWords(ins.args, st.vars(), lex);
+      if (words.length < 2) throw at(df, ins, `${ins.keyword} needs a source and a destination`);
+      const sources = words.slice(0, -1).map((w) => (ins.json ? word(w) : w));
+      const rawDest = ins.json ? word(words.at(-1)!) : words.at(-1)!;
+      if (ins.keyword === "ADD") {
+        if (sources.some((s) => /^[a-z]+:\/\//i.test(s) || s.startsWith("git@")))
+          throw new NeedsBuilder(ins, "ADD of a URL");
+        if (sources.some((s) => /\.(tar|tgz|tar\.gz|tar\.xz|txz|tar\.bz2|tbz2|tar\.zst)$/i.test(s)))
+          throw new NeedsBuilder(ins, "ADD of a local archive (auto-extract)");
+      }
+      const dest = rawDest.endsWith("/")
+        ? `${path.posix.resolve(st.workdir(), rawDest)}/`
+        : path.posix.resolve(st.workdir(), rawDest);
+      const fromName = ins.flags.get("from")?.[0];
+      let from: SourceFs = deps.context;
+      if (fromName !== undefined) {
+        const idx = df.stages.findIndex((s) => s.name === word(fromName).toLowerCase());
+        const i = idx >= 0 ? idx : /^[0-9]+$/.test(fromName) ? Number(fromName) : -1;
+        const other = deps.stages.get(i);
+        if (!other) throw new NeedsBuilder(ins, `COPY --from=${fromName} (an image, not a stage)`);
+        from = new TreeFs(await other.tree());
+      }
+      const changed = await copyInto(tree, from, sources, dest, {
+        ...(own ? { own } : {}),
+        ...(chmod !== undefined ? { chmod } : {}),
+        exclude,
+        what,
+      });
+      return layer(changed);
+    }
+    case "RUN": {
+      if (step.mode !== "native" || !step.ops) throw new NeedsBuilder(ins, step.why);
+      const user = cfg.User ?? "";
+      if (user !== "" && user !== "root" && user !== "0" && user !== "0:0")
+        throw new NeedsBuilder(ins, `RUN as user ${user}`);
+      const tree = await st.tree();
+      return layer(await runOps(df, ins, tree, step.ops, st.workdir()));
+    }
+    case "FROM":
+      return;
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * A stage's root file system as metadata, so native steps can act on it without a process:
+ * paths with type, mode, owner and where the bytes are. It is built from the base image's
+ * layers (tar, gzip; OCI whiteouts `.wh.<name>` and opaque directories `.wh..wh..opq`
+ * applied), then from each native step's own entries. File contents of base layers are
+ * spooled to a scratch directory, never held in memory.
+ */
+import { createWriteStream } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { PolyarchError } from "../../errors.js";
+import type { BaseLayer } from "../../image/assemble.js";
+import { cleanImagePath, type EntrySource, type LayerEntry } from "../../layer/index.js";
+import { MediaType } from "../../manifest/index.js";
+
+export interface Node {
+  type: "dir" | "file" | "symlink";
+  /** Permission bits, with setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  source?: EntrySource;
+  target?: string;
+}
+
+/** A path inside the image in the tree's key form: "" is the root, else "a/b". */
+export function treeKey(p: string): string {
+  const t = p.replace(/^\/+/, "").replace(/\/+$/, "");
+  return t === "" || t === "." ? "" : cleanImagePath(t);
+}
+
+export class Tree {
+  readonly nodes = new Map<string, Node>([["", { type: "dir", mode: 0o755, uid: 0, gid: 0 }]]);
+
+  get(key: string): Node | undefined {
+    return this.nodes.get(key);
+  }
+
+  /** Children keys of a directory key. */
+  children(key: string): string[] {
+    const prefix = key === "" ? "" : `${key}/`;
+    return [...this.nodes.keys()].filter(
+      (k) => k !== key && k.startsWith(prefix) && !k.slice(prefix.length).includes("/"),
+    );
+  }
+
+  /** Every key under a directory key (not the key itself). */
+  descendants(key: string): string[] {
+    const prefix = key === "" ? "" : `${key}/`;
+    return [...this.nodes.keys()].filter((k) => k !== key && k.startsWith(prefix));
+  }
+
+  remove(key: string): void {
+    for (const k of this.descendants(key)) this.nodes.delete(k);
+    this.nodes.delete(key);
+  }
+
+  set(key: string, node: Node): void {
+    const existing = this.nodes.get(key);
+    if (existing && existing.type === "dir" && node.type !== "dir") this.remove(key);
+    this.nodes.set(key, node);
+  }
+
+  /**
+   * Resolves symlinks in a path as the kernel would inside the image root (a link to /usr/bin
+   * stays in the image); with `followLast`, the last component too. Returns the key.
+   */
+  resolve(p: string, followLast = true, depth = 0): string {
+    if (depth > 40) throw fsError(`too many levels of symbolic links at ${p}`);
+    const parts = treeKey(p).split("/").filter(Boolean);
+    let cur = "";
+    for (let i = 0; i < parts.length; i++) {
+      const next = cur === "" ? parts[i]! : `${cur}/${parts[i]}`;
+      const n = this.nodes.get(next);
+      const last = i === parts.length - 1;
+      if (n?.type === "symlink" && (!last || followLast)) {
+        const target = n.target!.startsWith("/") ? n.target! : path.posix.join("/", cur, n.target!);
+        const rest = parts.slice(i + 1).join("/");
+        return this.resolve(rest ? `${target}/${rest}` : target, followLast, depth + 1);
+      }
+      cur = next;
+    }
+    return cur;
+  }
+
+  /** The parents of a key that the tree has, root first, as layer entries keeping their metadata. */
+  parentEntries(key: string): LayerEntry[] {
+    const out: LayerEntry[] = [];
+    let dir = path.posix.dirname(key);
+    while (dir !== "." && dir !== "") {
+      const n = this.nodes.get(dir);
+      out.push({
+        type: "dir",
+        path: dir,
+        mode: n?.type === "dir" ? n.mode : 0o755,
+        uid: n?.uid ?? 0,
+        gid: n?.gid ?? 0,
+      });
+      dir = path.posix.dirname(dir);
+    }
+    return out.reverse();
+  }
+
+  /** The layer entry that writes a node as it is now. */
+  entry(key: string): LayerEntry {
+    const n = this.nodes.get(key);
+    if (!n) return { type: "whiteout", path: key };
+    if (n.type === "dir") return { type: "dir", path: key, mode: n.mode, uid: n.uid, gid: n.gid };
+    if (n.type === "symlink")
+      return { type: "symlink", path: key, target: n.target!, uid: n.uid, gid: n.gid };
+    return { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid };
+  }
+
+  /** Looks a user or group name up in the tree's /etc/passwd or /etc/group. */
+  async lookup(file: "etc/passwd" | "etc/group", name: string): Promise<number | undefined> {
+    const n = this.nodes.get(this.resolve(file));
+    if (!n || n.type !== "file" || !n.source) return undefined;
+    const bytes = "data" in n.source ? n.source.data : await readFile(n.source.file);
+    const text = Buffer.from(bytes).toString("utf8");
+    for (const line of text.split("\n")) {
+      const f = line.split(":");
+      if (f[0] === name && f[2] !== undefined && /^[0-9]+$/.test(f[2])) return Number(f[2]);
+    }
+    return undefined;
+  }
+
+  /** Applies one base layer's tar (gzip or plain) with its whiteouts; contents go under `spool`. */
+  async applyLayer(layer: BaseLayer, spool: string, seq: { n: number }): Promise<void> {
+    const gz =
+      layer.mediaType === MediaType.OCI_LAYER_GZIP || layer.mediaType === MediaType.DOCKER_LAYER_GZIP;
+    const plain =
+      layer.mediaType === MediaType.OCI_LAYER ||
+      layer.mediaType === "application/vnd.docker.image.rootfs.diff.tar";
+    if (!gz && !plain)
+      throw new PolyarchError({
+        code: "E_MEDIA_TYPE",
+        message: `a native step cannot read base layer ${layer.digest} (${layer.mediaType})`,
+        hint: "Native Dockerfile steps read tar and tar+gzip layers; use such a base.",
+      });
+    const { extract } = await import("tar-stream");
+    const ex = extract();
+    const hardlinks: [string, string][] = [];
+    const done = (async () => {
+      for await (const entry of ex) {
+        const h = entry.header;
+        const key = treeKey(h.name);
+        const base = path.posix.basename(key);
+        const dir = path.posix.dirname(key) === "." ? "" : path.posix.dirname(key);
+        if (base === ".wh..wh..opq") {
+          for (const k of this.descendants(dir)) this.nodes.delete(k);
+          entry.resume();
+          continue;
+        }
+        if (base.startsWith(".wh.")) {
+          this.remove(dir === "" ? base.slice(4) : `${dir}/${base.slice(4)}`);
+          entry.resume();
+          continue;
+        }
+        const meta = { mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 };
+        if (h.type === "directory") {
+          this.set(key, { type: "dir", ...meta });
+          entry.resume();
+        } else if (h.type === "symlink") {
+          this.set(key, { type: "symlink", ...meta, target: h.linkname ?? "" });
+          entry.resume();
+        } else if (h.type === "link") {
+          hardlinks.push([key, treeKey(h.linkname ?? "")]);
+          entry.resume();
+        } else if (h.type === "file" || h.type === "contiguous-file") {
+          const file = path.join(spool, String(seq.n++));
+          await pipeline(entry, createWriteStream(file));
+          this.set(key, { type: "file", ...meta, source: { file } });
+        } else {
+          entry.resume(); // devices, fifos: not part of what native steps touch
+        }
+        if (key !== "")
+          for (const p of this.parentEntries(key))
+            if (!this.nodes.has(p.path)) this.nodes.set(p.path, { type: "dir", mode: 0o755, uid: 0, gid: 0 });
+      }
+    })();
+    const src = (async function* () {
+      yield* layer.open();
+    })();
+    const feed = gz ? pipeline(src, createGunzip(), ex) : pipeline(src, ex);
+    await Promise.all([feed, done]);
+    for (const [key, target] of hardlinks) {
+      const t = this.nodes.get(target);
+      if (t) this.set(key, { ...t });
+    }
+  }
+}
+
+function fsError(message: string): PolyarchError {
+  return new PolyarchError({ code: "E_INPUT", message, hint: "Check the paths the Dockerfile step uses." });
+}
+
+/** A scratch directory for spooled contents, removed with `close`. */
+export async function spoolDir(): Promise<{ dir: string; close: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "polyarch-df-"));
+  await mkdir(dir, { recursive: true });
+  return { dir, close: () => rm(dir, { recursive: true, force: true }) };
+}

@@ -1,0 +1,346 @@
+/**
+ * Dockerfile builds end to end (issue 9 §3): native steps checked against a real builder
+ * (buildah, chroot isolation, private storage) running the same Dockerfile — the same file
+ * tree (paths, types, modes, owners, link targets, contents) and the same config, both read
+ * back by the same independent readers (skopeo, umoci) — and the seeds' shapes built for
+ * amd64 and arm64, run per architecture, reproducible twice and from a second copy.
+ */
+import assert from "node:assert/strict";
+import { chmod, copyFile, cp, mkdir, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parsePlatform } from "../src/platform/index.js";
+import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
+import { cleanup, gitExample, polyarch, tempDir } from "./_fixture.js";
+
+let work: string;
+let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
+let pwbase: string; // a linux/amd64 + linux/arm64 base with only /etc/passwd and /etc/group
+let benv: Record<string, string | undefined>;
+const digestOf = (out: string) => /@(sha256:[a-f0-9]{64})/.exec(out)?.[1];
+const env = () => ({ POLYARCH_CACHE_DIR: path.join(work, "cache"), SOURCE_DATE_EPOCH: "1700000000" });
+
+/** Paths a buildah RUN leaves behind as mount points; BuildKit and polyarch leave none. */
+const BUILDAH_RUN_ARTEFACTS = new Set([
+  "dev",
+  "proc",
+  "sys",
+  "run",
+  "etc/hostname",
+  "etc/hosts",
+  "etc/resolv.conf",
+]);
+
+async function buildah(args: string[]): Promise<string> {
+  return mustRun("buildah", args, { env: benv });
+}
+
+/** The image's file tree and config for one platform, read by skopeo and umoci. */
+async function flatten(layout: string, arch: string): Promise<{ tree: string[]; config: unknown }> {
+  const dir = await tempDir("flat");
+  try {
+    await mustRun("skopeo", [
+      "copy",
+      "-q",
+      "--override-arch",
+      arch,
+      `oci:${layout}:latest`,
+      `oci:${dir}/one:x`,
+    ]);
+    await mustRun("umoci", ["unpack", "--image", `${dir}/one:x`, `${dir}/bundle`]);
+    const listing = await mustRun("sh", [
+      "-c",
+      `cd ${dir}/bundle/rootfs && find . -mindepth 1 -printf '%P %y %m %U %G %l\\n' | sort | while read -r p y m u g l; do h=; [ "$y" = f ] && h=$(sha256sum "$p" | cut -c1-16); echo "$p $y $m $u $g $l $h"; done`,
+    ]);
+    const cfg = JSON.parse(await mustRun("skopeo", ["inspect", "--config", `oci:${dir}/one:x`])) as {
+      config: { Labels?: Record<string, string> };
+      architecture: string;
+    };
+    delete cfg.config.Labels?.["io.buildah.version"];
+    if (cfg.config.Labels && Object.keys(cfg.config.Labels).length === 0) delete cfg.config.Labels;
+    return {
+      tree: listing.split("\n").filter((l) => l && !BUILDAH_RUN_ARTEFACTS.has(l.split(" ")[0]!)),
+      config: { ...cfg.config, architecture: cfg.architecture },
+    };
+  } finally {
+    await cleanup(dir);
+  }
+}
+
+async function both(dockerfile: string, context: string, name: string, platforms: string[]) {
+  const bh = path.join(work, `${name}-buildah`);
+  const pa = path.join(work, `${name}-polyarch`);
+  for (const p of platforms)
+    await buildah([
+      "bud",
+      "--isolation",
+      "chroot",
+      "--timestamp",
+      "1700000000",
+      "--platform",
+      p,
+      "-f",
+      dockerfile,
+      "-t",
+      `oci:${bh}-${p.replaceAll("/", "-")}:latest`,
+      context,
+    ]);
+  const r = await polyarch(
+    ["build", "-f", dockerfile, context, "-p", platforms.join(","), "-o", `oci:${pa}`],
+    {
+      env: env(),
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  for (const p of platforms) {
+    const arch = parsePlatform(p).architecture;
+    const theirs = await flatten(`${bh}-${p.replaceAll("/", "-")}`, arch);
+    const ours = await flatten(pa, arch);
+    assert.deepEqual(ours.tree, theirs.tree, `${name} ${p}: the same file tree as buildah`);
+    assert.deepEqual(ours.config, theirs.config, `${name} ${p}: the same config as buildah`);
+  }
+  return { layout: pa, digest: digestOf(r.stdout)!, stderr: r.stderr };
+}
+
+before(async () => {
+  // buildah names an oci: base after its path, which must be lowercase: no mkdtemp letters.
+  work = path.join(os.tmpdir(), `polyarch-dfe2e-${process.pid}-${Date.now().toString(36)}`);
+  await mkdir(work, { recursive: true });
+  await writeFile(
+    path.join(work, "storage.conf"),
+    `[storage]\ndriver = "vfs"\nrunroot = "${work}/bh-run"\ngraphroot = "${work}/bh-graph"\n`,
+  );
+  await writeFile(path.join(work, "registries.conf"), "unqualified-search-registries = []\n");
+  benv = {
+    ...process.env,
+    CONTAINERS_STORAGE_CONF: path.join(work, "storage.conf"),
+    CONTAINERS_REGISTRIES_CONF: path.join(work, "registries.conf"),
+  };
+  // The bases, made offline by the real builder from Debian's busybox-static.
+  const root = path.join(work, "base", "rootfs");
+  await mkdir(path.join(root, "bin"), { recursive: true });
+  await mkdir(path.join(root, "etc"), { recursive: true });
+  await mkdir(path.join(root, "tmp"), { recursive: true });
+  await chmod(path.join(root, "tmp"), 0o1777);
+  await copyFile("/bin/busybox", path.join(root, "bin", "busybox"));
+  for (const c of ["sh", "mkdir", "chown", "chmod", "ln", "touch", "rm"])
+    await symlink("busybox", path.join(root, "bin", c));
+  const passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n";
+  const group = "root:x:0:\napp:x:1001:\nstaff:x:50:\n";
+  await writeFile(path.join(root, "etc", "passwd"), passwd);
+  await writeFile(path.join(root, "etc", "group"), group);
+  await writeFile(path.join(root, "etc", "motd"), "welcome\n");
+  await writeFile(path.join(work, "base", "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
+  busybox = path.join(work, "busybox");
+  await buildah([
+    "bud",
+    "--isolation",
+    "chroot",
+    "--timestamp",
+    "0",
+    "-f",
+    path.join(work, "base", "Dockerfile"),
+    "-t",
+    `oci:${busybox}:latest`,
+    path.join(work, "base"),
+  ]);
+  const pw = path.join(work, "pw");
+  await mkdir(path.join(pw, "etc"), { recursive: true });
+  await writeFile(path.join(pw, "etc", "passwd"), passwd);
+  await writeFile(path.join(pw, "etc", "group"), group);
+  await writeFile(path.join(pw, "Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\n");
+  await buildah([
+    "bud",
+    "--isolation",
+    "chroot",
+    "--timestamp",
+    "0",
+    "--platform",
+    "linux/amd64,linux/arm64",
+    "--manifest",
+    "pwbase",
+    "-f",
+    path.join(pw, "Dockerfile"),
+    pw,
+  ]);
+  pwbase = path.join(work, "pwbase");
+  await buildah(["manifest", "push", "--all", "pwbase", `oci:${pwbase}:latest`]);
+});
+after(() => cleanup(work));
+
+describe("Dockerfile builds, natively, against buildah", () => {
+  it("native RUN forms, COPY ownership and modes, stages, .dockerignore: the same tree and config", async () => {
+    const ctx = path.join(work, "rich");
+    await mkdir(path.join(ctx, "sub", "deep"), { recursive: true });
+    await writeFile(path.join(ctx, "hello.txt"), "hello\n");
+    await writeFile(path.join(ctx, "other.txt"), "other\n");
+    await writeFile(path.join(ctx, "run.sh"), "#!/bin/sh\necho run\n");
+    await chmod(path.join(ctx, "run.sh"), 0o700);
+    await writeFile(path.join(ctx, "sub", "deep", "file"), "deep\n");
+    await writeFile(path.join(ctx, "secret.txt"), "never copied\n");
+    await writeFile(path.join(ctx, ".dockerignore"), "secret.txt\n");
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        `FROM oci:${busybox}:latest AS files`,
+        "COPY sub/ /stash/sub/",
+        "RUN mkdir -p /stash/more && touch /stash/more/keep",
+        `FROM oci:${busybox}:latest`,
+        "ARG VERSION=1.0",
+        "ENV APP_HOME=/app VERSION=$VERSION",
+        "RUN mkdir -p /app/data && chown -R app:app /app && chmod 0750 /app/data",
+        "COPY --chown=app:staff hello.txt $APP_HOME/",
+        "COPY --chmod=0755 run.sh /usr/local/bin/run",
+        "COPY --from=files /stash /app/stash",
+        "COPY *.txt /copied/",
+        "RUN ln -s /usr/local/bin/run /bin/run && rm /etc/motd && touch /app/.ready",
+        "WORKDIR /app/work",
+        'LABEL org.example.v="${VERSION}" team=core',
+        "EXPOSE 8080 53/udp",
+        "USER app",
+        'ENTRYPOINT ["/usr/local/bin/run"]',
+        'CMD ["--serve"]',
+      ].join("\n"),
+    );
+    const r = await both(path.join(ctx, "Dockerfile"), ctx, "rich", ["linux/amd64"]);
+    const flat = await flatten(r.layout, "amd64");
+    assert.ok(flat.tree.some((l) => l.startsWith("copied/hello.txt f 644 0 0")));
+    assert.ok(!flat.tree.some((l) => l.startsWith("copied/secret.txt")), ".dockerignore holds");
+    assert.ok(!flat.tree.some((l) => l.startsWith("etc/motd")), "rm whites the base file out");
+    assert.ok(
+      flat.tree.some((l) => l.startsWith("app/hello.txt f 644 1000 50")),
+      "--chown by name",
+    );
+  });
+
+  it("seed 001 (FROM scratch + COPY) for amd64 and arm64: buildah's tree, twice the same digest, and from a second copy", async () => {
+    const ctx = path.join(work, "seed001");
+    await mkdir(path.join(ctx, "static"), { recursive: true });
+    await writeFile(path.join(ctx, "static", "index.html"), "<h1>hi</h1>\n");
+    await writeFile(path.join(ctx, "app"), "#!/bin/sh\necho app\n");
+    await chmod(path.join(ctx, "app"), 0o755);
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      'FROM scratch\nCOPY static/ /srv/static/\nCOPY app /srv/app\nCMD ["/srv/app"]\n',
+    );
+    const first = await both(path.join(ctx, "Dockerfile"), ctx, "seed001", ["linux/amd64", "linux/arm64"]);
+    const again = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "-o",
+        `oci:${path.join(work, "seed001-again")}`,
+      ],
+      { env: env() },
+    );
+    assert.equal(digestOf(again.stdout), first.digest, "built twice: the same digest");
+    const copy = path.join(work, "elsewhere", "seed001");
+    await cp(ctx, copy, { recursive: true });
+    const moved = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(copy, "Dockerfile"),
+        copy,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "-o",
+        `oci:${path.join(work, "seed001-moved")}`,
+      ],
+      {
+        env: { ...env(), POLYARCH_CACHE_DIR: path.join(work, "cache-cold") },
+      },
+    );
+    assert.equal(digestOf(moved.stdout), first.digest, "a second copy, cold cache: the same digest");
+  });
+
+  it("seed 004's final stage (RUN mkdir, ADD, WORKDIR, ENTRYPOINT) on a two-platform base runs on each", async () => {
+    const src = await gitExample("hello", path.join(work, "s004src"));
+    const ctx = path.join(work, "seed004");
+    await mkdir(ctx, { recursive: true });
+    for (const arch of ["amd64", "arm64"])
+      await mustRun("go", ["build", "-trimpath", "-o", path.join(ctx, `hello-${arch}`), "."], {
+        cwd: src,
+        env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
+      });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      `FROM oci:${pwbase}:latest\nARG TARGETARCH\nRUN mkdir /app\nADD hello-\${TARGETARCH} /app/hello\nWORKDIR /app\nUSER app\nEXPOSE 8080\nENTRYPOINT ["/app/hello"]\n`,
+    );
+    const dry = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--dry-run"],
+      { env: env() },
+    );
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.doesNotMatch(dry.stdout, /delegated/, "no step needs a builder");
+    const out = path.join(work, "seed004-out");
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    for (const p of ["linux/amd64", "linux/arm64"]) {
+      const dir = await tempDir("run004");
+      try {
+        await runUnpacked(
+          `oci:${out}:latest`,
+          parsePlatform(p),
+          dir,
+          { extraEnv: (port) => [`PORT=${port}`] },
+          async (base) => {
+            const res = await eventually(() => httpGet(`${base}/hello`), 20_000);
+            assert.equal(res.body, "hello\n", `${p} answers`);
+          },
+        );
+      } finally {
+        await cleanup(dir);
+      }
+    }
+  });
+
+  it("a step that needs a process is named with its line and reason, and nothing is written", async () => {
+    const ctx = path.join(work, "needs");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(path.join(ctx, "Dockerfile"), `FROM oci:${pwbase}:latest\nRUN apk add --no-cache curl\n`);
+    const out = path.join(work, "needs-out");
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/arm64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Dockerfile:2: RUN apk add --no-cache curl needs a builder for linux\/arm64 \(apk needs a process\)/,
+    );
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+    await assert.rejects(import("node:fs/promises").then((f) => f.stat(out)));
+    const bad: [string, RegExp][] = [
+      [
+        "FROM scratch\nCOPY missing.txt /x\n",
+        /Dockerfile:2: COPY: missing\.txt not found in the build context/,
+      ],
+      ["FROM scratch\nFROBNICATE\n", /Dockerfile:2: unknown instruction: FROBNICATE/],
+      [`FROM oci:${busybox}:latest\n`, /has no linux\/arm64 image|is a single linux\/amd64 image/],
+    ];
+    for (const [text, re] of bad) {
+      await writeFile(path.join(ctx, "Dockerfile"), text);
+      const b = await polyarch(
+        ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/arm64", "-o", `oci:${out}`],
+        { env: env() },
+      );
+      assert.equal(b.code, 1, text);
+      assert.match(b.stderr, re, text);
+      assert.doesNotMatch(b.stderr, /internal error/);
+    }
+    const t = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "--target", "nope", "--dry-run"],
+      { env: env() },
+    );
+    assert.match(t.stderr, /has no stage named "nope"/);
+  });
+});
