@@ -36,19 +36,25 @@ async function buildah(args: string[]): Promise<string> {
   return mustRun("buildah", args, { env: benv });
 }
 
+/** One platform of a layout unpacked by skopeo and umoci (as root: owners kept) into dir/bundle. */
+async function unpack(layout: string, arch: string, dir: string): Promise<string> {
+  await mustRun("skopeo", [
+    "copy",
+    "-q",
+    "--override-arch",
+    arch,
+    `oci:${layout}:latest`,
+    `oci:${dir}/one:x`,
+  ]);
+  await mustRun("umoci", ["unpack", "--image", `${dir}/one:x`, `${dir}/bundle`]);
+  return `${dir}/bundle/rootfs`;
+}
+
 /** The image's file tree and config for one platform, read by skopeo and umoci. */
 async function flatten(layout: string, arch: string): Promise<{ tree: string[]; config: unknown }> {
   const dir = await tempDir("flat");
   try {
-    await mustRun("skopeo", [
-      "copy",
-      "-q",
-      "--override-arch",
-      arch,
-      `oci:${layout}:latest`,
-      `oci:${dir}/one:x`,
-    ]);
-    await mustRun("umoci", ["unpack", "--image", `${dir}/one:x`, `${dir}/bundle`]);
+    await unpack(layout, arch, dir);
     const listing = await mustRun("sh", [
       "-c",
       `cd ${dir}/bundle/rootfs && find . -mindepth 1 -printf '%P %y %m %U %G %l\\n' | sort | while read -r p y m u g l; do h=; [ "$y" = f ] && h=$(sha256sum "$p" | cut -c1-16); echo "$p $y $m $u $g $l $h"; done`,
@@ -303,9 +309,54 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("the Go pattern: a build stage on $BUILDPLATFORM goes to buildah natively, the final stage stays native", async () => {
+    const ctx = path.join(work, "gopattern");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        `FROM --platform=$BUILDPLATFORM oci:${busybox}:latest AS build`,
+        "ARG TARGETARCH",
+        'RUN mkdir -p /out && echo "built for $TARGETARCH" > /out/info.txt',
+        `FROM oci:${pwbase}:latest`,
+        "RUN mkdir -p /app && chown app:app /app",
+        "COPY --from=build /out/info.txt /app/info.txt",
+        "USER app",
+      ].join("\n"),
+    );
+    const dry = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--dry-run"],
+      { env: env() },
+    );
+    assert.match(dry.stdout, /delegated Dockerfile:3 RUN mkdir -p \/out/);
+    assert.doesNotMatch(dry.stdout, /emulated/, "the build stage runs on the build platform");
+    const out = path.join(work, "gopattern-out");
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /stage build done for linux\/arm64 in .* on buildah/);
+    assert.match(r.stderr, /stage 1 done for linux\/arm64 in [0-9.]+s\n/, "the final stage is native");
+    assert.doesNotMatch(r.stderr, /emulation/);
+    for (const arch of ["amd64", "arm64"]) {
+      const dir = await tempDir("gp");
+      try {
+        const rootfs = await unpack(out, arch, dir);
+        const { readFile, stat } = await import("node:fs/promises");
+        assert.equal(await readFile(`${rootfs}/app/info.txt`, "utf8"), `built for ${arch}\n`);
+        assert.equal((await stat(`${rootfs}/app`)).uid, 1000, "chown by name in the native stage");
+      } finally {
+        await cleanup(dir);
+      }
+    }
+  });
+
   it("a step that needs a process is named with its line and reason, and nothing is written", async () => {
     const ctx = path.join(work, "needs");
     await mkdir(ctx, { recursive: true });
+    // A stage that needs a process goes to buildah; under emulation that is said first. This
+    // base has no shell, so buildah's own error comes back, and nothing is written.
     await writeFile(path.join(ctx, "Dockerfile"), `FROM oci:${pwbase}:latest\nRUN apk add --no-cache curl\n`);
     const out = path.join(work, "needs-out");
     const r = await polyarch(
@@ -315,7 +366,26 @@ describe("Dockerfile builds, natively, against buildah", () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /Dockerfile:2: RUN apk add --no-cache curl needs a builder for linux\/arm64 \(apk needs a process\)/,
+      /warning: Dockerfile:2: stage 0 runs under emulation for linux\/arm64 on buildah \(apk needs a process\); emulated builds are typically 10–40× slower/,
+    );
+    assert.match(r.stderr, /buildah failed to build stage 0 of Dockerfile for linux\/arm64:[\s\S]*\/bin\/sh/);
+    const failing = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile.fail"), ctx, "-p", "linux/amd64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.match(failing.stderr, /cannot read the Dockerfile/);
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      `FROM oci:${busybox}:latest\nRUN echo failing on purpose && exit 3\n`,
+    );
+    const f2 = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(f2.code, 1);
+    assert.match(
+      f2.stderr,
+      /buildah failed to build stage 0 of Dockerfile for linux\/amd64:[\s\S]*failing on purpose/,
     );
     assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
     await assert.rejects(import("node:fs/promises").then((f) => f.stat(out)));

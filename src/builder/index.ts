@@ -8,6 +8,8 @@ import type { Platform } from "../platform/index.js";
  */
 export type BuildEvent =
   | { type: "resolve"; target: string; name: string }
+  /** Something the user should know before it costs them (a step under emulation). */
+  | { type: "warning"; message: string }
   | { type: "step-start"; platform: Platform; step: string }
   | { type: "step-done"; platform: Platform; step: string; ms: number; where?: string }
   | { type: "layer"; platform: Platform | "all"; digest: string; size: number; cached: boolean; what: string }

@@ -131,11 +131,12 @@ export async function runBuild(
         log(
           `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
         );
+      if (e.type === "warning") io.stderr.write(`warning: ${e.message}\n`);
       if (e.type === "step-done") {
         const p = formatPlatform(e.platform);
         times.set(p, (times.get(p) ?? 0) + e.ms);
         log(
-          `  ${e.step === "compile" ? "compiled" : `${e.step} done for`} ${p} in ${(e.ms / 1000).toFixed(1)}s`,
+          `  ${e.step === "compile" ? "compiled" : `${e.step} done for`} ${p} in ${(e.ms / 1000).toFixed(1)}s${e.where && e.where !== "native" ? ` on ${e.where}` : ""}`,
         );
       }
       if (e.type === "layer" && e.platform === "all")

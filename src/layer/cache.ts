@@ -67,6 +67,8 @@ export async function trimCache(cacheDir: string, now = Date.now()): Promise<num
   await sweep(path.join(cacheDir, "layers"), TRIM_AFTER, true);
   await sweep(path.join(cacheDir, "blobs", "sha256"), TRIM_AFTER);
   await sweep(path.join(cacheDir, "tmp"), TMP_AFTER);
+  // Results of delegated Dockerfile stages: needed only until the build that made them publishes.
+  await sweep(path.join(cacheDir, "delegated"), TMP_AFTER);
   // bin/<package>/<platform>/: Go rewrites (or re-touches) the binary on every build of it.
   for (const pkg of await readdir(path.join(cacheDir, "bin")).catch(() => [] as string[])) {
     const pkgDir = path.join(cacheDir, "bin", pkg);

@@ -21,11 +21,12 @@ import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
 import { formatPlatform, hostPlatform, type Platform } from "../platform/index.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
+import { BuildahBackend } from "../builder/dockerfile/buildah.js";
+import { type Exec, exec } from "../util/exec.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { type PushStats, RegistryPublisher } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import { type RegistryClient, type Repo, registryArtifact } from "../registry/index.js";
-import type { Exec } from "../util/exec.js";
 import { Semaphore } from "../util/limit.js";
 import { type Location, parseLocation } from "./location.js";
 
@@ -232,6 +233,7 @@ export class Orchestrator {
           jobs: t.jobs,
           labels: req.image.labels,
           annotations: req.image.annotations,
+          backend: new BuildahBackend({ exec: t.exec ?? exec, cacheDir: t.cacheDir, env: t.env }),
           resolveBase: async (ref, platform, signal) => {
             const key = `${ref} ${formatPlatform(platform)}`;
             let p = opened.get(key);

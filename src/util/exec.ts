@@ -27,7 +27,11 @@ export const exec: Exec = (file, args, opts = {}) =>
       signal: opts.signal,
       stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
     });
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    if (opts.input !== undefined) {
+      // A program that exits without reading its input: EPIPE, not a crash (its exit code tells).
+      child.stdin?.on("error", () => {});
+      child.stdin?.end(opts.input);
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on("data", (c: Buffer) => out.push(c));

@@ -16,7 +16,11 @@ import { formatPlatform, type Platform } from "../../platform/index.js";
 import type { BuildEvent, Builder, BuildResult } from "../index.js";
 import { ContextFs } from "./context.js";
 import { type Dockerfile, parseDockerfile } from "./parse.js";
-import { planDockerfile, type PlatformPlan } from "./plan.js";
+import { fillTemplate, planDockerfile, type PlatformPlan } from "./plan.js";
+import type { StageBackend } from "./buildah.js";
+import { OciLayout } from "../../layout/index.js";
+import { layoutArtifact } from "../../layout/artifact.js";
+import { baseFromImage } from "../../image/base.js";
 import { NeedsBuilder, runStage, StageState } from "./native.js";
 import { spoolDir } from "./tree.js";
 
@@ -38,11 +42,14 @@ export interface DockerfileBuildOptions {
   annotations: Record<string, string>;
   /** A base image's platform image: from a registry or a layout, as the orchestrator opens them. */
   resolveBase: (ref: string, platform: Platform, signal?: AbortSignal) => Promise<BaseImage>;
+  /** The builder stages that need a process are handed to; without one, such a stage is an error. */
+  backend?: StageBackend;
 }
 
 export class DockerfileBuilder implements Builder {
   readonly #o: DockerfileBuildOptions;
   #df: Dockerfile | undefined;
+  #spool = "";
   constructor(opts: DockerfileBuildOptions) {
     this.#o = opts;
   }
@@ -85,6 +92,7 @@ export class DockerfileBuilder implements Builder {
     const tarOpts = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
     const spool = await spoolDir();
+    this.#spool = spool.dir;
     const name = path.basename(o.context);
     emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });
     try {
@@ -105,7 +113,10 @@ export class DockerfileBuilder implements Builder {
             const t0 = performance.now();
             const step = `stage ${stage.name ?? stage.index}`;
             emit({ type: "step-start", platform: plan.platform, step });
+            let where = "native";
             try {
+              const delegated = stage.steps.find((x) => x.mode === "delegated");
+              if (delegated) throw new NeedsBuilder(delegated.instruction, delegated.why);
               await runStage(stage, state, {
                 df,
                 context,
@@ -115,21 +126,23 @@ export class DockerfileBuilder implements Builder {
                 tarOpts,
               });
             } catch (e) {
-              if (e instanceof NeedsBuilder)
+              if (!(e instanceof NeedsBuilder)) throw e;
+              if (!o.backend)
                 throw new PolyarchError({
                   code: "E_INPUT",
-                  message: `${df.file}:${e.step.line}: ${e.step.original} needs a builder for ${formatPlatform(stage.platform)} (${e.why}); polyarch runs this step only by delegating it to BuildKit, buildah or docker, which it cannot do yet`,
-                  hint: "Build this Dockerfile with a real builder for now, or keep the stage to steps polyarch runs natively (see --dry-run).",
+                  message: `${df.file}:${e.step.line}: ${e.step.original} needs a builder for ${formatPlatform(stage.platform)} (${e.why}), and none is configured`,
+                  hint: "Install buildah, or keep the stage to steps polyarch runs natively (see --dry-run).",
                 });
-              throw e;
+              // The whole stage goes to the builder: its own steps, and whatever it needs before.
+              if (formatPlatform(stage.platform) !== formatPlatform(o.buildPlatform))
+                emit({
+                  type: "warning",
+                  message: `${df.file}:${e.step.line}: stage ${stage.name ?? stage.index} runs under emulation for ${formatPlatform(stage.platform)} on ${o.backend.name} (${e.why}); emulated builds are typically 10–40× slower than native ones`,
+                });
+              state = await this.#delegate(df, stage.index, plan, opts.signal);
+              where = o.backend.name;
             }
-            emit({
-              type: "step-done",
-              platform: plan.platform,
-              step,
-              ms: performance.now() - t0,
-              where: "native",
-            });
+            emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });
             states.set(stage.index, state);
           }
           const final = states.get(plan.target)!;
@@ -148,6 +161,43 @@ export class DockerfileBuilder implements Builder {
       // Layers went to the cache; the spooled base contents are no longer needed.
       await spool.close();
     }
+  }
+
+  /** Builds one stage on the backend and takes its result back as the stage's state. */
+  async #delegate(
+    df: Dockerfile,
+    stage: number,
+    plan: PlatformPlan,
+    signal?: AbortSignal,
+  ): Promise<StageState> {
+    const target = plan.platform;
+    const platform = plan.stages.find((s) => s.index === stage)!.platform;
+    const o = this.#o;
+    const buildArgs = Object.fromEntries(
+      Object.entries(o.buildArgs).map(([k, v]) => [k, fillTemplate(v, target)]),
+    );
+    const dir = await o.backend!.buildStage({
+      df,
+      dockerfile: o.dockerfile,
+      context: o.context,
+      stage,
+      platform: target,
+      stagePlatforms: new Map(plan.stages.map((s) => [s.index, s.platform])),
+      buildArgs,
+      sourceDateEpoch: o.sourceDateEpoch,
+      ...(signal ? { signal } : {}),
+    });
+    const layout = await OciLayout.open(dir);
+    const img = await layoutArtifact(layout, await layout.resolve("stage"));
+    if (img.kind !== "image")
+      throw new PolyarchError({
+        code: "E_MEDIA_TYPE",
+        message: `${o.backend!.name} returned an index for one stage`,
+        hint: "This is a bug in polyarch.",
+      });
+    const base = await baseFromImage(img);
+    const state = new StageState(platform, this.#spool, base);
+    return state;
   }
 
   #image(platform: Platform, st: StageState, created: string): Image {
