@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
 import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
-import { cleanup, gitExample, polyarch, tempDir } from "./_fixture.js";
+import { cleanup, gitExample, gitRepo, polyarch, tempDir } from "./_fixture.js";
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
@@ -412,5 +412,51 @@ describe("Dockerfile builds, natively, against buildah", () => {
       { env: env() },
     );
     assert.match(t.stderr, /has no stage named "nope"/);
+  });
+
+  it("polyarch run builds a Dockerfile image from polyarch.yaml; --dry-run shows its steps", async () => {
+    const repo = path.join(work, "runrepo");
+    await mkdir(path.join(repo, "web", "static"), { recursive: true });
+    const git = await gitRepo(repo);
+    await writeFile(path.join(repo, "web", "static", "index.html"), "<p>web</p>\n");
+    await writeFile(
+      path.join(repo, "web", "Dockerfile"),
+      `FROM oci:${pwbase}:latest\nRUN mkdir -p /srv && chown app /srv\nCOPY static/ /srv/static/\nUSER app\n`,
+    );
+    await writeFile(
+      path.join(repo, "polyarch.yaml"),
+      "images:\n  - name: web\n    dir: web\n    dockerfile: Dockerfile\n    labels: { team: web }\nplatforms: [linux/amd64, linux/arm64]\ntags: [commit-short]\n",
+    );
+    await git("add", ".");
+    await git("commit", "-q", "-m", "web");
+    const dry = await polyarch(["run", "--dry-run"], { cwd: repo, env: env() });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /build {3}web linux\/arm64 from .*Dockerfile/);
+    assert.match(dry.stdout, /web +native +Dockerfile:2 RUN mkdir -p \/srv && chown app \/srv/);
+    assert.doesNotMatch(
+      dry.stdout,
+      /lint {4}web|test {4}web/,
+      "Go's lint and test do not run for a Dockerfile image",
+    );
+    const r = await polyarch(["run"], { cwd: repo, env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    const cfg = JSON.parse(
+      await mustRun("skopeo", [
+        "inspect",
+        "--config",
+        "--override-arch",
+        "arm64",
+        `oci:${path.join(repo, "out", "oci", "web")}:${(await git("rev-parse", "--short=8", "HEAD")).trim()}`,
+      ]),
+    ) as { architecture: string; config: { User: string; Labels: Record<string, string> } };
+    assert.equal(cfg.architecture, "arm64");
+    assert.equal(cfg.config.User, "app");
+    assert.equal(cfg.config.Labels["team"], "web");
+    await writeFile(
+      path.join(repo, "polyarch.yaml"),
+      "images:\n  - name: web\n    dir: web\n    dockerfile: Nope\n",
+    );
+    const missing = await polyarch(["run", "--dry-run"], { cwd: repo, env: env() });
+    assert.match(missing.stderr, /image web: its Dockerfile web\/Nope does not exist/);
   });
 });

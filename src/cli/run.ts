@@ -3,13 +3,23 @@ import os from "node:os";
 import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import { readGit } from "../git/index.js";
-import { describePlan, executeRun, planRun, type RunEvent, type Stage, STAGES } from "../pipeline/index.js";
+import {
+  buildRequestFor,
+  describePlan,
+  executeRun,
+  planRun,
+  type RunEvent,
+  type Stage,
+  STAGES,
+} from "../pipeline/index.js";
 import { formatPlatform } from "../platform/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { LiveView } from "./_live.js";
 import { resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
+import { DockerfileBuilder } from "../builder/dockerfile/index.js";
+import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
 import { ciBranch, loadResolved } from "./config.js";
 import { checkImages } from "../config/index.js";
 
@@ -59,6 +69,15 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
     ...(flags.tagSuffix ? { tagSuffix: flags.tagSuffix } : {}),
   });
   const lines = describePlan(plan);
+  // Dockerfile images: every step, native or delegated and why, checked before any stage runs.
+  for (const im of plan.images) {
+    if (!im.dockerfile) continue;
+    const b = makeOrchestrator(io).builder(buildRequestFor(im, epoch));
+    if (!(b instanceof DockerfileBuilder)) continue;
+    lines.push(
+      ...describeDockerfilePlan(await b.dockerfile(), await b.plan()).map((l) => `        ${im.name} ${l}`),
+    );
+  }
   if (flags.dryRun) {
     if (flags.json)
       io.stdout.write(

@@ -37,6 +37,10 @@ export interface ResolvedImage {
   labels: Record<string, string>;
   ldflags: string | undefined;
   entrypoint: string[] | undefined;
+  /** For a Dockerfile image: the Dockerfile and context (absolute), target and build args. */
+  dockerfile:
+    | { file: string; context: string; target: string | undefined; buildArgs: Record<string, string> }
+    | undefined;
   /** Where it is published; undefined means the OCI layout output. */
   reference: Reference | undefined;
 }
@@ -165,6 +169,15 @@ export function resolveConfig(
       labels: im.labels,
       ldflags: im.ldflags,
       entrypoint: im.entrypoint,
+      dockerfile:
+        im.builder === "dockerfile"
+          ? {
+              file: path.resolve(root, im.dir, im.dockerfile ?? "Dockerfile"),
+              context: path.resolve(root, im.dir, im.context ?? "."),
+              target: im.target,
+              buildArgs: im.buildArgs,
+            }
+          : undefined,
       reference,
     };
   });
@@ -233,6 +246,22 @@ export async function checkImages(c: ResolvedConfig): Promise<void> {
         message: `${where}: its dir ${path.relative(c.root, im.dir) || "."} ${st ? "is not a directory" : "does not exist"}`,
         hint: "Set dir to the directory of the image's Go module or package, relative to polyarch.yaml.",
       });
+    }
+    if (im.dockerfile) {
+      const f = await stat(im.dockerfile.file).catch(() => undefined);
+      if (!f?.isFile())
+        throw new PolyarchError({
+          code: "E_CONFIG",
+          message: `${where}: its Dockerfile ${path.relative(c.root, im.dockerfile.file)} does not exist`,
+          hint: "Set dockerfile to the Dockerfile's path, relative to the image's dir.",
+        });
+      const ctx = await stat(im.dockerfile.context).catch(() => undefined);
+      if (!ctx?.isDirectory())
+        throw new PolyarchError({
+          code: "E_CONFIG",
+          message: `${where}: its context ${path.relative(c.root, im.dockerfile.context) || "."} is not a directory`,
+          hint: "Set context to the build context directory, relative to the image's dir.",
+        });
     }
     if (im.base && !im.base.startsWith("oci:")) {
       try {

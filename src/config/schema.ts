@@ -10,7 +10,12 @@ export interface ImageConfigFile {
   name: string;
   dir: string;
   main: string;
-  builder: "go";
+  builder: "go" | "dockerfile";
+  /** Dockerfile images: the Dockerfile (relative to dir) and the build context (default dir). */
+  dockerfile?: string;
+  context?: string;
+  target?: string;
+  buildArgs: Record<string, string>;
   base?: string;
   platforms?: string[];
   user?: string;
@@ -186,10 +191,18 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "env",
     "labels",
     "ldflags",
+    "dockerfile",
+    "context",
+    "target",
+    "buildArgs",
   ]);
-  const builder = o["builder"] ?? "go";
-  if (builder !== "go")
-    throw new Located([...p, "builder"], `unknown builder ${JSON.stringify(builder)}; builders: go`);
+  // An image with a dockerfile is a Dockerfile build; otherwise a Go package.
+  const builder = o["builder"] ?? (o["dockerfile"] !== undefined ? "dockerfile" : "go");
+  if (builder !== "go" && builder !== "dockerfile")
+    throw new Located(
+      [...p, "builder"],
+      `unknown builder ${JSON.stringify(builder)}; builders: go, dockerfile`,
+    );
   const dir = optStr(o["dir"], [...p, "dir"]) ?? optStr(o["workDir"], [...p, "workDir"]) ?? ".";
   const name =
     optStr(o["name"], [...p, "name"]) ?? (dir === "." ? undefined : dir.split("/").filter(Boolean).pop());
@@ -203,7 +216,8 @@ function image(v: unknown, p: Path): ImageConfigFile {
     name,
     dir,
     main: optStr(o["main"], [...p, "main"]) ?? ".",
-    builder: "go",
+    builder,
+    buildArgs: strMap(o["buildArgs"], [...p, "buildArgs"]),
     ports: o["ports"] === undefined ? [] : portList(o["ports"], [...p, "ports"]),
     env: strMap(o["env"], [...p, "env"]),
     labels: strMap(o["labels"], [...p, "labels"]),
@@ -215,6 +229,20 @@ function image(v: unknown, p: Path): ImageConfigFile {
   if (user) out.user = user;
   const ldflags = optStr(o["ldflags"], [...p, "ldflags"]);
   if (ldflags) out.ldflags = ldflags;
+  if (builder === "dockerfile") {
+    out.dockerfile = optStr(o["dockerfile"], [...p, "dockerfile"]) ?? "Dockerfile";
+    const context = optStr(o["context"], [...p, "context"]);
+    if (context) out.context = context;
+    const target = optStr(o["target"], [...p, "target"]);
+    if (target) out.target = target;
+    for (const k of ["main", "ldflags", "entrypoint", "user", "env", "ports"] as const)
+      if (o[k] !== undefined)
+        throw new Located([...p, k], `${k} is for Go images; a Dockerfile image sets it in the Dockerfile`);
+  } else {
+    for (const k of ["context", "target", "buildArgs"] as const)
+      if (o[k] !== undefined)
+        throw new Located([...p, k], `${k} is for Dockerfile images (add dockerfile: Dockerfile)`);
+  }
   if (o["entrypoint"] !== undefined) {
     if (!Array.isArray(o["entrypoint"]) || o["entrypoint"].length === 0)
       throw new Located([...p, "entrypoint"], "expected a non-empty list, e.g. [/app/api, --serve]");

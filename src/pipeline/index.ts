@@ -13,6 +13,7 @@ import { compressedSize, type Index, platformImages } from "../image/index.js";
 import { Annotation } from "../manifest/index.js";
 import { formatPlatform, type Platform } from "../platform/index.js";
 import {
+  type BuildRequest,
   type Destination,
   describeDestination,
   type Orchestrator,
@@ -42,6 +43,13 @@ export interface PlannedImage {
   labels: Record<string, string>;
   user: string | undefined;
   entrypoint: string[] | undefined;
+  /** A Dockerfile image (lint and test, which are Go commands, do not run for it). */
+  dockerfile?: {
+    file: string;
+    context: string;
+    target: string | undefined;
+    buildArgs: Record<string, string>;
+  };
 }
 
 export interface Plan {
@@ -130,6 +138,7 @@ export function planRun(
       labels: im.labels,
       user: im.user,
       entrypoint: im.entrypoint,
+      ...(im.dockerfile ? { dockerfile: im.dockerfile } : {}),
     };
   });
   return {
@@ -155,11 +164,15 @@ export function describePlan(plan: Plan): string[] {
       im.target.kind === "registry"
         ? `${im.target.ref.registry}/${im.target.ref.repository}`
         : `oci:${im.target.dir}`;
-    if (plan.stages.includes("lint")) lines.push(`lint    ${im.name}: ${plan.lint} (in ${im.dir})`);
-    if (plan.stages.includes("test")) lines.push(`test    ${im.name}: ${plan.test} (in ${im.dir})`);
+    if (plan.stages.includes("lint") && !im.dockerfile)
+      lines.push(`lint    ${im.name}: ${plan.lint} (in ${im.dir})`);
+    if (plan.stages.includes("test") && !im.dockerfile)
+      lines.push(`test    ${im.name}: ${plan.test} (in ${im.dir})`);
     if (plan.stages.includes("build"))
       for (const p of im.platforms)
-        lines.push(`build   ${im.name} ${formatPlatform(p)}${im.base ? ` on ${im.base}` : ""}`);
+        lines.push(
+          `build   ${im.name} ${formatPlatform(p)}${im.dockerfile ? ` from ${im.dockerfile.file}${im.dockerfile.target ? ` (target ${im.dockerfile.target})` : ""}` : ""}${im.base ? ` on ${im.base}` : ""}`,
+        );
     if (plan.stages.includes("publish")) {
       for (const t of im.tags) lines.push(`publish ${im.name} → ${where}:${t}`);
       for (const pt of im.platformTags)
@@ -218,12 +231,39 @@ function runShell(
   });
 }
 
+/** What the orchestrator builds for a planned image. */
+export function buildRequestFor(im: PlannedImage, sourceDateEpoch: number): BuildRequest {
+  return {
+    source: im.dockerfile
+      ? {
+          kind: "dockerfile",
+          dockerfile: im.dockerfile.file,
+          context: im.dockerfile.context,
+          buildArgs: im.dockerfile.buildArgs,
+          ...(im.dockerfile.target ? { target: im.dockerfile.target } : {}),
+        }
+      : { kind: "go", dir: im.dir, main: im.main, ...(im.ldflags ? { ldflags: im.ldflags } : {}) },
+    platforms: im.platforms,
+    sourceDateEpoch,
+    image: {
+      env: im.env,
+      exposedPorts: im.ports,
+      labels: im.labels,
+      annotations: im.annotations,
+      ...(im.user ? { user: im.user } : {}),
+      ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
+    },
+    ...(im.base ? { base: im.base } : {}),
+  };
+}
+
 /** Executes a plan: every stage for every image; nothing is published unless every build succeeded. */
 export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult[]> {
   const emit = deps.onEvent ?? (() => {});
   for (const stage of ["lint", "test"] as const) {
     if (!plan.stages.includes(stage)) continue;
     for (const im of plan.images) {
+      if (im.dockerfile) continue; // lint and test are Go commands; a Dockerfile has its own
       const t0 = performance.now();
       emit({ type: "stage", stage, image: im.name, state: "start" });
       const command = stage === "lint" ? plan.lint : plan.test;
@@ -253,30 +293,14 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
       const t0 = performance.now();
       emit({ type: "stage", stage: "build", image: im.name, state: "start" });
       const times = new Map<string, number>();
-      const { index, mountFrom } = await deps.orch.build(
-        {
-          source: { kind: "go", dir: im.dir, main: im.main, ...(im.ldflags ? { ldflags: im.ldflags } : {}) },
-          platforms: im.platforms,
-          sourceDateEpoch: plan.sourceDateEpoch,
-          image: {
-            env: im.env,
-            exposedPorts: im.ports,
-            labels: im.labels,
-            annotations: im.annotations,
-            ...(im.user ? { user: im.user } : {}),
-            ...(im.entrypoint ? { entrypoint: im.entrypoint } : {}),
-          },
-          ...(im.base ? { base: im.base } : {}),
+      const { index, mountFrom } = await deps.orch.build(buildRequestFor(im, plan.sourceDateEpoch), {
+        onEvent: (e) => {
+          if (e.type === "step-done")
+            times.set(formatPlatform(e.platform), (times.get(formatPlatform(e.platform)) ?? 0) + e.ms);
+          emit({ type: "build", image: im.name, event: e });
         },
-        {
-          onEvent: (e) => {
-            if (e.type === "step-done")
-              times.set(formatPlatform(e.platform), (times.get(formatPlatform(e.platform)) ?? 0) + e.ms);
-            emit({ type: "build", image: im.name, event: e });
-          },
-          ...(deps.signal ? { signal: deps.signal } : {}),
-        },
-      );
+        ...(deps.signal ? { signal: deps.signal } : {}),
+      });
       emit({ type: "stage", stage: "build", image: im.name, state: "done", ms: performance.now() - t0 });
       return { im, index, times, ...(mountFrom ? { mountFrom } : {}) };
     }),
