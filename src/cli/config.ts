@@ -53,12 +53,17 @@ export async function runTags(flags: ConfigFlags & { json?: boolean }, io: CliIO
 }
 
 /** Directories (relative to root) that hold Go main packages, found with go list per module. */
-async function findMainPackages(root: string, env: CliIO["env"]): Promise<string[]> {
+async function findMainPackages(
+  root: string,
+  env: CliIO["env"],
+  dockerfiles: string[] = [],
+): Promise<string[]> {
   const modules: string[] = [];
   const walk = async (dir: string, depth: number) => {
     if (depth > 4) return;
     const names = await readdir(dir).catch(() => [] as string[]);
     if (names.includes("go.mod")) modules.push(dir);
+    if (names.includes("Dockerfile")) dockerfiles.push(path.relative(root, dir) || ".");
     for (const n of names.sort()) {
       if (n.startsWith(".") || n === "node_modules" || n === "vendor" || n === "testdata") continue;
       const p = path.join(dir, n);
@@ -91,21 +96,28 @@ export async function runInit(flags: { force?: boolean }, io: CliIO): Promise<nu
       hint: "Edit it, or pass --force to write a new one.",
     });
   }
-  const mains = await findMainPackages(io.cwd, io.env);
-  if (mains.length === 0) {
+  const dockerfiles: string[] = [];
+  // A directory with a Dockerfile is built from it (that is how its authors build it today).
+  const mains = (await findMainPackages(io.cwd, io.env, dockerfiles)).filter((d) => !dockerfiles.includes(d));
+  if (mains.length === 0 && dockerfiles.length === 0) {
     throw new PolyarchError({
       code: "E_NO_MAIN",
-      message: `no Go main package under ${io.cwd}`,
-      hint: "Run polyarch init at the root of a repository with a Go module that has a package main.",
+      message: `no Go main package and no Dockerfile under ${io.cwd}`,
+      hint: "Run polyarch init at the root of a repository with a Go module that has a package main, or a Dockerfile.",
     });
   }
   const used = new Set<string>();
-  const images = mains.map((dir) => {
+  const images = [
+    ...dockerfiles.map((d) => ({ dir: d, docker: true })),
+    ...mains.map((d) => ({ dir: d, docker: false })),
+  ].map(({ dir, docker }) => {
     let name = (dir === "." ? path.basename(io.cwd) : path.basename(dir))
       .toLowerCase()
       .replace(/[^a-z0-9._-]/g, "-");
     while (used.has(name)) name = `${name}-2`;
     used.add(name);
+    if (docker)
+      return `  - name: ${name}\n    dir: ${dir}\n    dockerfile: Dockerfile   # steps that need no process run natively; see polyarch run --dry-run\n    # buildArgs: { ARCH: "{{arch}}" }\n    # target: final\n`;
     return `  - name: ${name}\n    dir: ${dir}\n    # base: scratch          # or a registry image; each platform uses the base's image for it\n    # ports: [8080]\n    # env: { LOG_LEVEL: info }\n    # user: "65532:65532"\n`;
   });
   const text = `# polyarch.yaml — what \`polyarch run\` builds and where it publishes it.
