@@ -123,8 +123,41 @@ export class LayerCache {
     createdBy: string,
     pool: LayerPool,
   ): Promise<FileLayer & { cached: boolean }> {
-    const cacheDir = this.dir;
+    // The same layer asked for at once (one COPY in every platform's build) is made once.
     const fp = await fingerprint(entries, tarOpts);
+    let p = this.#inflight.get(fp.key);
+    if (!p) {
+      p = this.#layer(entries, tarOpts, createdBy, pool, fp);
+      this.#inflight.set(fp.key, p);
+      p.then(
+        () => this.#inflight.delete(fp.key),
+        () => this.#inflight.delete(fp.key),
+      );
+    }
+    const l = await p;
+    return { ...l, createdBy };
+  }
+
+  readonly #inflight = new Map<string, Promise<FileLayer & { cached: boolean }>>();
+  #emptyP: Promise<boolean> | undefined;
+
+  /** True when the cache holds no compressed layer of this encoder (checked once). */
+  #empty(): Promise<boolean> {
+    this.#emptyP ??= readdir(path.join(this.dir, "layers", ENCODER_ID)).then(
+      (n) => n.length === 0,
+      () => true,
+    );
+    return this.#emptyP;
+  }
+
+  async #layer(
+    entries: LayerEntry[],
+    tarOpts: TarOptions,
+    createdBy: string,
+    pool: LayerPool,
+    fp: { key: string; goBinary: boolean },
+  ): Promise<FileLayer & { cached: boolean }> {
+    const cacheDir = this.dir;
     const fpFile = path.join(cacheDir, "stat", fp.key);
     let diffId = await readFile(fpFile, "utf8").then(
       (s) => (isDigest(s.trim()) ? (s.trim() as Digest) : undefined),
@@ -134,7 +167,8 @@ export class LayerCache {
     // A Go binary whose build ID this cache has never seen is new content: compressing it
     // directly beats hashing it first only to miss. Other files (a new checkout's static
     // files, say) are hashed first, since that is much cheaper than compressing.
-    if (!diffId && !fp.goBinary) diffId = (await diffIdOf(entries, tarOpts)).diffId;
+    // With no compressed layer cached at all (a cold cache) a hit is impossible: skip the pass.
+    if (!diffId && !fp.goBinary && !(await this.#empty())) diffId = (await diffIdOf(entries, tarOpts)).diffId;
     if (diffId) {
       const hit = await this.#fromCache(diffId, createdBy);
       if (hit) {

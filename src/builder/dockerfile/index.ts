@@ -16,7 +16,7 @@ import { formatPlatform, type Platform } from "../../platform/index.js";
 import type { BuildEvent, Builder, BuildResult } from "../index.js";
 import { ContextFs } from "./context.js";
 import { type Dockerfile, parseDockerfile } from "./parse.js";
-import { fillTemplate, planDockerfile, type PlatformPlan } from "./plan.js";
+import { fillTemplate, planDockerfile, type PlatformPlan, type StagePlan } from "./plan.js";
 import type { StageBackend } from "./buildah.js";
 import { OciLayout } from "../../layout/index.js";
 import { layoutArtifact } from "../../layout/artifact.js";
@@ -90,7 +90,8 @@ export class DockerfileBuilder implements Builder {
     const context = await ContextFs.open(o.context, o.dockerfile);
     const created = isoTime(o.sourceDateEpoch);
     const tarOpts = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
-    const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
+    // Layers compress in the background while steps go on: as many at once as there are cores.
+    const pool = new LayerPool(Math.max(1, o.jobs));
     const spool = await spoolDir();
     this.#spool = spool.dir;
     const name = path.basename(o.context);
@@ -99,6 +100,13 @@ export class DockerfileBuilder implements Builder {
       const images = await Promise.all(
         plans.map(async (plan): Promise<Image> => {
           const states = new Map<number, StageState>();
+          // Stages whose layers end up in the image: the target and the stages it is FROM.
+          const chain = new Set<number>();
+          for (let i: number | undefined = plan.target; i !== undefined;) {
+            chain.add(i);
+            const b: StagePlan["base"] | undefined = plan.stages.find((x) => x.index === i)?.base;
+            i = b?.kind === "stage" ? b.index : undefined;
+          }
           for (const stage of plan.stages) {
             opts.signal?.throwIfAborted();
             let state: StageState;
@@ -124,6 +132,7 @@ export class DockerfileBuilder implements Builder {
                 cache: o.layerCache,
                 pool,
                 tarOpts,
+                layers: chain.has(stage.index),
               });
             } catch (e) {
               if (!(e instanceof NeedsBuilder)) throw e;
@@ -146,6 +155,7 @@ export class DockerfileBuilder implements Builder {
             states.set(stage.index, state);
           }
           const final = states.get(plan.target)!;
+          await final.settle();
           return this.#image(plan.platform, final, created);
         }),
       );

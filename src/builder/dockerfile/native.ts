@@ -55,8 +55,28 @@ export class StageState {
       this.config.Env = [DEFAULT_PATH, ...(this.config.Env ?? [])];
   }
 
+  /** Layers being written; steps go on meanwhile (the tree is already up to date). */
+  readonly #pending: Promise<unknown>[] = [];
+
+  /** Adds a layer that is still being compressed; its place in the order is kept. */
+  addLayer(p: Promise<FileLayer>): void {
+    const slot = this.layers.length;
+    this.layers.push(undefined as unknown as FileLayer);
+    const done = p.then((l) => {
+      this.layers[slot] = l;
+    });
+    done.catch(() => {}); // surfaced by settle()
+    this.#pending.push(done);
+  }
+
+  /** Waits for every layer; the first failure is thrown. */
+  async settle(): Promise<void> {
+    await Promise.all(this.#pending);
+  }
+
   /** A copy for `FROM <stage>`: the same files, layers and config, its own from here on. */
   async fork(): Promise<StageState> {
+    await this.settle();
     const s = new StageState(this.platform, this.#spool.dir, this.base);
     s.#spool.seq = this.#spool.seq;
     s.layers = [...this.layers];
@@ -102,6 +122,8 @@ export interface NativeDeps {
   cache: LayerCache;
   pool: LayerPool;
   tarOpts: TarOptions;
+  /** False for a stage only read from (COPY --from): its files matter, its layers do not. */
+  layers: boolean;
 }
 
 /** A step that polyarch cannot carry out itself: the caller hands the stage to a builder. */
@@ -434,13 +456,10 @@ async function runStep(
   const layer = async (changed: Set<string>): Promise<void> => {
     if (changed.size === 0) return note(true);
     const tree = await st.tree();
-    const l = await deps.cache.layer(
-      entriesFor(tree, changed),
-      deps.tarOpts,
-      `${ins.original} # polyarch`,
-      deps.pool,
-    );
-    st.layers.push(l);
+    if (deps.layers)
+      st.addLayer(
+        deps.cache.layer(entriesFor(tree, changed), deps.tarOpts, `${ins.original} # polyarch`, deps.pool),
+      );
     note(false);
   };
   switch (ins.keyword) {
