@@ -352,6 +352,31 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("COPY --from an image reads that image's files for each platform, natively", async () => {
+    const ctx = path.join(work, "fromimage");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      `FROM scratch\nCOPY --from=oci:${pwbase}:latest /etc/group /etc/passwd /etc/\n`,
+    );
+    const out = path.join(work, "fromimage-out");
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /stage 0 done for linux\/arm64 in [0-9.]+s\n/, "native");
+    const dir = await tempDir("fi");
+    try {
+      const rootfs = await unpack(out, "arm64", dir);
+      const { readFile } = await import("node:fs/promises");
+      assert.match(await readFile(`${rootfs}/etc/group`, "utf8"), /^staff:x:50:$/m);
+      assert.match(await readFile(`${rootfs}/etc/passwd`, "utf8"), /^app:x:1000:1001:/m);
+    } finally {
+      await cleanup(dir);
+    }
+  });
+
   it("a step that needs a process is named with its line and reason, and nothing is written", async () => {
     const ctx = path.join(work, "needs");
     await mkdir(ctx, { recursive: true });

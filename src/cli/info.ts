@@ -1,6 +1,7 @@
 import { PolyarchError } from "../errors.js";
 import { readGit } from "../git/index.js";
 import { exec } from "../util/exec.js";
+import { formatPlatform, hostPlatform } from "../platform/index.js";
 import type { CliIO } from "./_io.js";
 import { makeClient } from "./_registry.js";
 import { ciBranch, loadResolved } from "./config.js";
@@ -60,6 +61,16 @@ export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
   } catch (e) {
     line(false, "config", (e as Error).message);
   }
+  // The builder Dockerfile stages that need a process go to.
+  const dockerImages = config?.images.filter((i) => i.dockerfile).length ?? 0;
+  const bh = await exec("buildah", ["--version"], { env: io.env }).catch(() => undefined);
+  line(
+    bh?.code === 0 ? true : dockerImages ? false : "warn",
+    "builder buildah",
+    bh?.code === 0
+      ? `${bh.stdout.trim()}: native for ${formatPlatform({ ...hostPlatform(), os: "linux" })}, other platforms through qemu-user`
+      : "not found: Dockerfile stages that need a process cannot run (apt-get install buildah)",
+  );
   if (config) {
     const client = makeClient(io, flags.insecure);
     try {

@@ -22,7 +22,7 @@ import { OciLayout } from "../../layout/index.js";
 import { layoutArtifact } from "../../layout/artifact.js";
 import { baseFromImage } from "../../image/base.js";
 import { NeedsBuilder, runStage, StageState } from "./native.js";
-import { spoolDir } from "./tree.js";
+import { spoolDir, type Tree } from "./tree.js";
 
 export interface DockerfileBuildOptions {
   /** The Dockerfile, absolute. */
@@ -133,6 +133,7 @@ export class DockerfileBuilder implements Builder {
                 pool,
                 tarOpts,
                 layers: chain.has(stage.index),
+                imageTree: (ref, platform) => this.#imageTree(ref, platform, opts.signal),
               });
             } catch (e) {
               if (!(e instanceof NeedsBuilder)) throw e;
@@ -171,6 +172,20 @@ export class DockerfileBuilder implements Builder {
       // Layers went to the cache; the spooled base contents are no longer needed.
       await spool.close();
     }
+  }
+
+  readonly #imageTrees = new Map<string, Promise<Tree>>();
+
+  /** An image's files for COPY --from=<image>, read once per image and platform. */
+  #imageTree(ref: string, platform: Platform, signal?: AbortSignal): Promise<Tree> {
+    const key = `${ref} ${formatPlatform(platform)}`;
+    let p = this.#imageTrees.get(key);
+    if (!p) {
+      p = (async () =>
+        new StageState(platform, this.#spool, await this.#o.resolveBase(ref, platform, signal)).tree())();
+      this.#imageTrees.set(key, p);
+    }
+    return p;
   }
 
   /** Builds one stage on the backend and takes its result back as the stage's state. */

@@ -124,6 +124,8 @@ export interface NativeDeps {
   tarOpts: TarOptions;
   /** False for a stage only read from (COPY --from): its files matter, its layers do not. */
   layers: boolean;
+  /** The file tree of an image (COPY --from=<image>) for a platform. */
+  imageTree: (ref: string, platform: Platform) => Promise<Tree>;
 }
 
 /** A step that polyarch cannot carry out itself: the caller hands the stage to a builder. */
@@ -617,8 +619,11 @@ async function runStep(
         const idx = df.stages.findIndex((s) => s.name === word(fromName).toLowerCase());
         const i = idx >= 0 ? idx : /^[0-9]+$/.test(fromName) ? Number(fromName) : -1;
         const other = deps.stages.get(i);
-        if (!other) throw new NeedsBuilder(ins, `COPY --from=${fromName} (an image, not a stage)`);
-        from = new TreeFs(await other.tree());
+        if (other) from = new TreeFs(await other.tree());
+        else if (i >= 0)
+          throw at(df, ins, `COPY --from=${fromName}: that stage is not built before this one`);
+        // Not a stage: an image, for this stage's platform (BuildKit reads it the same way).
+        else from = new TreeFs(await deps.imageTree(word(fromName), st.platform));
       }
       const changed = await copyInto(tree, from, sources, dest, {
         ...(own ? { own } : {}),
