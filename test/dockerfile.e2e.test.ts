@@ -186,6 +186,32 @@ describe("Dockerfile builds, natively, against buildah", () => {
     await writeFile(path.join(ctx, "sub", "deep", "file"), "deep\n");
     await writeFile(path.join(ctx, "secret.txt"), "never copied\n");
     await writeFile(path.join(ctx, ".dockerignore"), "secret.txt\n");
+    // Archives ADD unpacks: gzip and plain tar, with owners and modes of their own.
+    const pkg = path.join(work, "rich-pkg");
+    await mkdir(path.join(pkg, "bin"), { recursive: true });
+    await writeFile(path.join(pkg, "bin", "tool"), "#!/bin/sh\necho tool\n");
+    await chmod(path.join(pkg, "bin", "tool"), 0o750);
+    await writeFile(path.join(pkg, "README"), "read me\n");
+    await mustRun("tar", [
+      "-C",
+      pkg,
+      "--owner=1000",
+      "--group=50",
+      "--numeric-owner",
+      "-czf",
+      path.join(ctx, "bundle.tar.gz"),
+      ".",
+    ]);
+    await mustRun("tar", [
+      "-C",
+      pkg,
+      "--owner=0",
+      "--group=0",
+      "--numeric-owner",
+      "-cf",
+      path.join(ctx, "plain.tar"),
+      "bin",
+    ]);
     await writeFile(
       path.join(ctx, "Dockerfile"),
       [
@@ -200,6 +226,8 @@ describe("Dockerfile builds, natively, against buildah", () => {
         "COPY --chmod=0755 run.sh /usr/local/bin/run",
         "COPY --from=files /stash /app/stash",
         "COPY *.txt /copied/",
+        "ADD bundle.tar.gz /opt/bundle/",
+        "ADD plain.tar /opt/plain",
         "RUN ln -s /usr/local/bin/run /bin/run && rm /etc/motd && touch /app/.ready",
         "WORKDIR /app/work",
         'LABEL org.example.v="${VERSION}" team=core',

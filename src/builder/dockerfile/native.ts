@@ -46,6 +46,14 @@ export class StageState {
   #tree: Tree | undefined;
   readonly #spool: { dir: string; seq: { n: number } };
 
+  /** Where spooled contents go (base layers, ADD archives). */
+  get spoolDir(): string {
+    return this.#spool.dir;
+  }
+  get spoolSeq(): { n: number } {
+    return this.#spool.seq;
+  }
+
   constructor(platform: Platform, spool: string, base?: BaseImage) {
     this.platform = platform;
     this.base = base;
@@ -321,6 +329,51 @@ async function copyInto(
     );
   }
   return changed;
+}
+
+/** What ADD does with a local file: a tar or gzip tar is extracted; other compressed files need a builder. */
+async function archiveKind(file: string): Promise<"tar" | "tar.gz" | "other" | undefined> {
+  const { open } = await import("node:fs/promises");
+  const fh = await open(file, "r");
+  const head = Buffer.alloc(512);
+  let n: number;
+  try {
+    n = (await fh.read(head, 0, 512, 0)).bytesRead;
+  } finally {
+    await fh.close();
+  }
+  const isTar = (b: Buffer) => b.length >= 262 && b.subarray(257, 262).toString("latin1") === "ustar";
+  if (isTar(head.subarray(0, n))) return "tar";
+  if (n >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
+    // A gzip file is unpacked only when it holds a tar (BuildKit copies any other as it is).
+    const { createGunzip } = await import("node:zlib");
+    const { createReadStream } = await import("node:fs");
+    const first = await new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      let got = 0;
+      const gz = createReadStream(file).pipe(createGunzip());
+      gz.on("data", (c: Buffer) => {
+        chunks.push(c);
+        got += c.length;
+        if (got >= 512) {
+          gz.destroy();
+          resolve(Buffer.concat(chunks));
+        }
+      });
+      gz.on("error", () => resolve(Buffer.concat(chunks)));
+      gz.on("end", () => resolve(Buffer.concat(chunks)));
+      gz.on("close", () => resolve(Buffer.concat(chunks)));
+    });
+    return isTar(first) ? "tar.gz" : undefined;
+  }
+  const magic = head.subarray(0, 6);
+  if (
+    magic.subarray(0, 3).toString("latin1") === "BZh" ||
+    magic.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) ||
+    magic.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))
+  )
+    return "other";
+  return undefined;
 }
 
 /** Applies the file operations of a trivial RUN to the tree, failing as the command would. */
@@ -607,8 +660,6 @@ async function runStep(
       if (ins.keyword === "ADD") {
         if (sources.some((s) => /^[a-z]+:\/\//i.test(s) || s.startsWith("git@")))
           throw new NeedsBuilder(ins, "ADD of a URL");
-        if (sources.some((s) => /\.(tar|tgz|tar\.gz|tar\.xz|txz|tar\.bz2|tbz2|tar\.zst)$/i.test(s)))
-          throw new NeedsBuilder(ins, "ADD of a local archive (auto-extract)");
       }
       const dest = rawDest.endsWith("/")
         ? `${path.posix.resolve(st.workdir(), rawDest)}/`
@@ -625,12 +676,57 @@ async function runStep(
         // Not a stage: an image, for this stage's platform (BuildKit reads it the same way).
         else from = new TreeFs(await deps.imageTree(word(fromName), st.platform));
       }
-      const changed = await copyInto(tree, from, sources, dest, {
-        ...(own ? { own } : {}),
-        ...(chmod !== undefined ? { chmod } : {}),
-        exclude,
-        what,
-      });
+      // ADD extracts local tar archives (plain or gzip) into the destination directory.
+      const archives: { file: string; gz: boolean }[] = [];
+      let plain = sources;
+      if (ins.keyword === "ADD" && from === deps.context) {
+        plain = [];
+        for (const src of sources) {
+          const matches = await expandSource(from, src);
+          const kinds = await Promise.all(
+            matches
+              .map(async (m) => ({ m, node: await from.stat(m) }))
+              .map(async (x) => {
+                const { m, node } = await x;
+                const file =
+                  node?.type === "file" && node.source && "file" in node.source
+                    ? node.source.file
+                    : undefined;
+                return { m, file, kind: file ? await archiveKind(file) : undefined };
+              }),
+          );
+          for (const k of kinds) {
+            if (k.kind === "other")
+              throw new NeedsBuilder(ins, `ADD of a compressed archive polyarch does not unpack (${k.m})`);
+            if (k.kind && k.file) archives.push({ file: k.file, gz: k.kind === "tar.gz" });
+          }
+          if (kinds.some((k) => !k.kind) || matches.length === 0) plain.push(src);
+        }
+      }
+      const changed = plain.length
+        ? await copyInto(
+            tree,
+            from,
+            plain,
+            archives.length && !dest.endsWith("/") && plain.length ? `${dest}/` : dest,
+            {
+              ...(own ? { own } : {}),
+              ...(chmod !== undefined ? { chmod } : {}),
+              exclude,
+              what,
+            },
+          )
+        : new Set<string>();
+      for (const a of archives) {
+        const destKey = treeKey(dest);
+        if (destKey !== "") await ensureDir(tree, destKey, changed);
+        const { createReadStream } = await import("node:fs");
+        const keys = await tree.applyTar(createReadStream(a.file), a.gz, st.spoolDir, st.spoolSeq, {
+          prefix: tree.resolve(destKey),
+          ...(own ? { own: { uid: own.uid, gid: own.gid ?? own.uid } } : {}),
+        });
+        for (const k of keys) changed.add(k);
+      }
       return layer(changed);
     }
     case "RUN": {

@@ -140,26 +140,47 @@ export class Tree {
         message: `a native step cannot read base layer ${layer.digest} (${layer.mediaType})`,
         hint: "Native Dockerfile steps read tar and tar+gzip layers; use such a base.",
       });
+    await this.applyTar(layer.open(), gz, spool, seq, { whiteouts: true });
+  }
+
+  /**
+   * Applies a tar stream (gzip when `gz`) to the tree: with `whiteouts` as an image layer;
+   * otherwise as ADD extracts an archive, under `prefix`, with `own` replacing the owners.
+   * Returns the keys it wrote.
+   */
+  async applyTar(
+    source: AsyncIterable<Uint8Array>,
+    gz: boolean,
+    spool: string,
+    seq: { n: number },
+    opts: { whiteouts?: boolean; prefix?: string; own?: { uid: number; gid: number } } = {},
+  ): Promise<string[]> {
     const { extract } = await import("tar-stream");
     const ex = extract();
     const hardlinks: [string, string][] = [];
+    const written: string[] = [];
+    const under = (name: string) => treeKey(opts.prefix ? `${opts.prefix}/${treeKey(name)}` : name);
     const done = (async () => {
       for await (const entry of ex) {
         const h = entry.header;
-        const key = treeKey(h.name);
+        const key = under(h.name);
         const base = path.posix.basename(key);
         const dir = path.posix.dirname(key) === "." ? "" : path.posix.dirname(key);
-        if (base === ".wh..wh..opq") {
+        if (opts.whiteouts && base === ".wh..wh..opq") {
           for (const k of this.descendants(dir)) this.nodes.delete(k);
           entry.resume();
           continue;
         }
-        if (base.startsWith(".wh.")) {
+        if (opts.whiteouts && base.startsWith(".wh.")) {
           this.remove(dir === "" ? base.slice(4) : `${dir}/${base.slice(4)}`);
           entry.resume();
           continue;
         }
-        const meta = { mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 };
+        const meta = {
+          mode: (h.mode ?? 0o644) & 0o7777,
+          uid: opts.own?.uid ?? h.uid ?? 0,
+          gid: opts.own?.gid ?? h.gid ?? 0,
+        };
         if (h.type === "directory") {
           this.set(key, { type: "dir", ...meta });
           entry.resume();
@@ -167,7 +188,7 @@ export class Tree {
           this.set(key, { type: "symlink", ...meta, target: h.linkname ?? "" });
           entry.resume();
         } else if (h.type === "link") {
-          hardlinks.push([key, treeKey(h.linkname ?? "")]);
+          hardlinks.push([key, under(h.linkname ?? "")]);
           entry.resume();
         } else if (h.type === "file" || h.type === "contiguous-file") {
           const file = path.join(spool, String(seq.n++));
@@ -175,21 +196,30 @@ export class Tree {
           this.set(key, { type: "file", ...meta, source: { file } });
         } else {
           entry.resume(); // devices, fifos: not part of what native steps touch
+          continue;
         }
+        if (key !== "") written.push(key);
         if (key !== "")
           for (const p of this.parentEntries(key))
-            if (!this.nodes.has(p.path)) this.nodes.set(p.path, { type: "dir", mode: 0o755, uid: 0, gid: 0 });
+            if (!this.nodes.has(p.path)) {
+              this.nodes.set(p.path, { type: "dir", mode: 0o755, uid: 0, gid: 0 });
+              written.push(p.path);
+            }
       }
     })();
     const src = (async function* () {
-      yield* layer.open();
+      yield* source;
     })();
     const feed = gz ? pipeline(src, createGunzip(), ex) : pipeline(src, ex);
     await Promise.all([feed, done]);
     for (const [key, target] of hardlinks) {
       const t = this.nodes.get(target);
-      if (t) this.set(key, { ...t });
+      if (t) {
+        this.set(key, { ...t });
+        written.push(key);
+      }
     }
+    return written;
   }
 }
 
