@@ -405,6 +405,76 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("seed 003: ARG ARCH={{arch}} picks the base per platform; the RUN goes to buildah, arm64 under announced emulation", async () => {
+    const arm = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
+    await import("node:fs/promises")
+      .then((f) => f.stat(arm))
+      .catch(() => {
+        throw new Error(
+          `${arm} is missing: run bash .ci/setup, which fetches it from the machine's Debian mirror`,
+        );
+      });
+    const bases = path.join(work, "bases");
+    await cp(busybox, path.join(bases, "amd64"), { recursive: true });
+    const root = path.join(work, "arm-rootfs", "rootfs");
+    await mkdir(path.join(root, "bin"), { recursive: true });
+    await copyFile(arm, path.join(root, "bin", "busybox"));
+    for (const c of ["sh", "echo", "uname"]) await symlink("busybox", path.join(root, "bin", c));
+    await writeFile(path.join(work, "arm-rootfs", "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
+    await buildah([
+      "bud",
+      "--isolation",
+      "chroot",
+      "--timestamp",
+      "0",
+      "--platform",
+      "linux/arm64",
+      "-f",
+      path.join(work, "arm-rootfs", "Dockerfile"),
+      "-t",
+      `oci:${path.join(bases, "arm64")}:latest`,
+      path.join(work, "arm-rootfs"),
+    ]);
+    const ctx = path.join(work, "seed003");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      `ARG ARCH=amd64\nFROM oci:${bases}/\${ARCH}:latest\nARG ARCH\nRUN echo "built for \${ARCH} on $(uname -m)" > /built\n`,
+    );
+    const out = path.join(work, "seed003-out");
+    const r = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "--build-arg",
+        "ARCH={{arch}}",
+        "-o",
+        `oci:${out}`,
+      ],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: Dockerfile:4: stage 0 runs under emulation for linux\/arm64 on buildah/);
+    assert.doesNotMatch(r.stderr, /emulation for linux\/amd64/);
+    const { readFile } = await import("node:fs/promises");
+    for (const [arch, cpu] of [
+      ["amd64", "x86_64"],
+      ["arm64", "aarch64"],
+    ] as const) {
+      const dir = await tempDir("s003");
+      try {
+        const rootfs = await unpack(out, arch, dir);
+        assert.equal(await readFile(`${rootfs}/built`, "utf8"), `built for ${arch} on ${cpu}\n`);
+      } finally {
+        await cleanup(dir);
+      }
+    }
+  });
+
   it("a step that needs a process is named with its line and reason, and nothing is written", async () => {
     const ctx = path.join(work, "needs");
     await mkdir(ctx, { recursive: true });
