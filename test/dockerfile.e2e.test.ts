@@ -519,6 +519,18 @@ describe("Dockerfile builds, natively, against buildah", () => {
       ],
       ["FROM scratch\nFROBNICATE\n", /Dockerfile:2: unknown instruction: FROBNICATE/],
       [`FROM oci:${busybox}:latest\n`, /has no linux\/arm64 image|is a single linux\/amd64 image/],
+      [
+        "FROM scratch\nCOPY ../outside /x\n",
+        /Dockerfile:2: COPY: \.\.\/outside is outside the build context/,
+      ],
+      [
+        `FROM scratch\nCOPY --from=oci:${work}/no-such-layout:latest /a /a\n`,
+        /Dockerfile:2: COPY: --from=oci:.* is no stage of Dockerfile, and as an image it cannot be read/,
+      ],
+      [
+        "FROM scratch\nHEALTHCHECK --interval=soon CMD true\n",
+        /Dockerfile:2: HEALTHCHECK: "soon" is not a duration/,
+      ],
     ];
     for (const [text, re] of bad) {
       await writeFile(path.join(ctx, "Dockerfile"), text);

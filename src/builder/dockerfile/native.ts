@@ -8,7 +8,7 @@
  * destination as a directory when it ends in "/" or several sources are given.
  */
 import path from "node:path";
-import { PolyarchError } from "../../errors.js";
+import { addContext, PolyarchError } from "../../errors.js";
 import type { BaseImage, FileLayer } from "../../image/assemble.js";
 import type { LayerCache } from "../../layer/cache.js";
 import type { LayerEntry, TarOptions } from "../../layer/index.js";
@@ -262,6 +262,13 @@ async function copyInto(
   opts: { own?: { uid: number; gid?: number }; chmod?: number; exclude: RegExp[]; what: string },
 ): Promise<Set<string>> {
   const changed = new Set<string>();
+  for (const s of sources)
+    if (path.posix.normalize(s.replace(/^\/+/, "")).startsWith("../") || path.posix.normalize(s) === "..")
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `${opts.what}: ${s} is outside the ${from instanceof ContextFs ? "build context" : "source stage"}`,
+        hint: "Sources are relative to the context; move the file into it or choose a larger context.",
+      });
   const wildcard = sources.some((s) => /[*?[]/.test(s));
   const matches: string[] = [];
   for (const s of sources) {
@@ -488,7 +495,16 @@ async function runOps(
 export async function runStage(stage: StagePlan, state: StageState, deps: NativeDeps): Promise<StageState> {
   const { df } = deps;
   const lex = df.lexer;
-  for (const step of stage.steps) await runStep(step, state, deps, lex);
+  for (const step of stage.steps) {
+    try {
+      await runStep(step, state, deps, lex);
+    } catch (e) {
+      // Every failure names the Dockerfile line it comes from.
+      if (e instanceof PolyarchError && !e.message.startsWith(`${df.file}:`))
+        throw e.withContext(`${df.file}:${step.instruction.line}: ${step.instruction.keyword}`);
+      throw e;
+    }
+  }
   return state;
 }
 
@@ -674,7 +690,16 @@ async function runStep(
         else if (i >= 0)
           throw at(df, ins, `COPY --from=${fromName}: that stage is not built before this one`);
         // Not a stage: an image, for this stage's platform (BuildKit reads it the same way).
-        else from = new TreeFs(await deps.imageTree(word(fromName), st.platform));
+        else {
+          try {
+            from = new TreeFs(await deps.imageTree(word(fromName), st.platform));
+          } catch (err) {
+            throw addContext(
+              err,
+              `--from=${fromName} is no stage of ${df.file}, and as an image it cannot be read`,
+            );
+          }
+        }
       }
       // ADD extracts local tar archives (plain or gzip) into the destination directory.
       const archives: { file: string; gz: boolean }[] = [];
