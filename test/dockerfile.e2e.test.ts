@@ -367,6 +367,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     assert.match(r.stderr, /stage build done for linux\/arm64 in .* on buildah/);
     assert.match(r.stderr, /stage 1 done for linux\/arm64 in [0-9.]+s\n/, "the final stage is native");
     assert.doesNotMatch(r.stderr, /emulation/);
+    assert.match(r.stderr, /Dockerfile: 6 steps ran natively, 4 on buildah, over 2 platforms\n/);
     for (const arch of ["amd64", "arm64"]) {
       const dir = await tempDir("gp");
       try {
@@ -460,6 +461,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: Dockerfile:4: stage 0 runs under emulation for linux\/arm64 on buildah/);
     assert.doesNotMatch(r.stderr, /emulation for linux\/amd64/);
+    assert.match(r.stderr, /; 1 stage under emulation\n/);
     const { readFile } = await import("node:fs/promises");
     for (const [arch, cpu] of [
       ["amd64", "x86_64"],

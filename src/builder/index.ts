@@ -10,6 +10,8 @@ export type BuildEvent =
   | { type: "resolve"; target: string; name: string }
   /** Something the user should know before it costs them (a step under emulation). */
   | { type: "warning"; message: string }
+  /** A line for the summary (how the steps ran). */
+  | { type: "note"; message: string }
   | { type: "step-start"; platform: Platform; step: string }
   | { type: "step-done"; platform: Platform; step: string; ms: number; where?: string }
   | { type: "layer"; platform: Platform | "all"; digest: string; size: number; cached: boolean; what: string }

@@ -132,6 +132,7 @@ export async function runBuild(
           `building ${e.target} for ${platforms.map(formatPlatform).join(", ")} (SOURCE_DATE_EPOCH ${epoch.value} from ${epoch.from})`,
         );
       if (e.type === "warning") io.stderr.write(`warning: ${e.message}\n`);
+      if (e.type === "note") log(`  ${e.message}`);
       if (e.type === "step-done") {
         const p = formatPlatform(e.platform);
         times.set(p, (times.get(p) ?? 0) + e.ms);

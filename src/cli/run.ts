@@ -131,6 +131,7 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
         `${e.stage} ${e.image} ${e.state === "start" ? "…" : `done in ${((e.ms ?? 0) / 1000).toFixed(1)}s`}`,
       );
     else if (e.type === "build" && e.event.type === "warning") say(`warning: ${e.event.message}`);
+    else if (e.type === "build" && e.event.type === "note") say(`build ${e.image} ${e.event.message}`);
     else if (e.type === "build" && e.event.type === "step-done")
       say(
         `build ${e.image} ${formatPlatform(e.event.platform)} ${stepPast(e.event.step)} in ${(e.event.ms / 1000).toFixed(1)}s${e.event.where && e.event.where !== "native" ? ` on ${e.event.where}` : ""}`,

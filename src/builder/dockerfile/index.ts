@@ -96,6 +96,8 @@ export class DockerfileBuilder implements Builder {
     this.#spool = spool.dir;
     const name = path.basename(o.context);
     emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });
+    const tally = new Map<string, number>();
+    let emulated = 0;
     try {
       const images = await Promise.all(
         plans.map(async (plan): Promise<Image> => {
@@ -122,6 +124,7 @@ export class DockerfileBuilder implements Builder {
             const step = `stage ${stage.name ?? stage.index}`;
             emit({ type: "step-start", platform: plan.platform, step });
             let where = "native";
+            const count = (n: number, w: string) => tally.set(w, (tally.get(w) ?? 0) + n);
             try {
               const delegated = stage.steps.find((x) => x.mode === "delegated");
               if (delegated) throw new NeedsBuilder(delegated.instruction, delegated.why);
@@ -151,7 +154,9 @@ export class DockerfileBuilder implements Builder {
                 });
               state = await this.#delegate(df, stage.index, plan, opts.signal);
               where = o.backend.name;
+              if (formatPlatform(stage.platform) !== formatPlatform(o.buildPlatform)) emulated++;
             }
+            count(stage.steps.length, where);
             emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });
             states.set(stage.index, state);
           }
@@ -160,6 +165,12 @@ export class DockerfileBuilder implements Builder {
           return this.#image(plan.platform, final, created);
         }),
       );
+      const native = tally.get("native") ?? 0;
+      const others = [...tally].filter(([w]) => w !== "native").map(([w, n]) => `${n} on ${w}`);
+      emit({
+        type: "note",
+        message: `${df.file}: ${native} step${native === 1 ? "" : "s"} ran natively${others.length ? `, ${others.join(", ")}` : ""}, over ${plans.length} platform${plans.length === 1 ? "" : "s"}${emulated ? `; ${emulated} stage${emulated === 1 ? "" : "s"} under emulation` : ""}`,
+      });
       for (const img of images) {
         const d = await img.descriptor();
         emit({ type: "image", platform: d.platform!, digest: d.digest, size: d.size });
