@@ -477,6 +477,125 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("a builders map sends arm64 to one BuildKit daemon and amd64 to another; one index comes out", async () => {
+    const tools = "/usr/local/lib/polyarch-tools/bin";
+    await import("node:fs/promises")
+      .then((f) => f.stat(`${tools}/buildkitd`))
+      .catch(() => {
+        throw new Error(
+          `${tools}/buildkitd is missing: run bash .ci/setup, which builds BuildKit from the Go module proxy`,
+        );
+      });
+    const { startRegistry } = await import("../src/testing/registry.js");
+    const { freePort } = await import("../src/testing/tools.js");
+    const { spawn } = await import("node:child_process");
+    const reg = await startRegistry();
+    const daemons: { addr: string; stop: () => void }[] = [];
+    try {
+      // A two-platform busybox base in the registry (BuildKit reads bases from registries),
+      // from the per-arch bases the seed 003 case above made.
+      const bases = path.join(work, "bases");
+      await buildah(["manifest", "create", "bkbase"]);
+      for (const a of ["amd64", "arm64"])
+        await buildah(["manifest", "add", "bkbase", `oci:${path.join(bases, a)}:latest`]);
+      await buildah([
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "bkbase",
+        `docker://${reg.host}/base/busybox:1`,
+      ]);
+      for (const name of ["amd64-node", "arm64-node"]) {
+        const port = await freePort();
+        const dir = path.join(work, name);
+        await mkdir(dir, { recursive: true });
+        await writeFile(
+          path.join(dir, "buildkitd.toml"),
+          `[worker.oci]\n  enabled = true\n[worker.containerd]\n  enabled = false\n[registry."${reg.host}"]\n  http = true\n  insecure = true\n`,
+        );
+        const child = spawn(
+          `${tools}/buildkitd`,
+          [
+            "--addr",
+            `tcp://127.0.0.1:${port}`,
+            "--root",
+            path.join(dir, "root"),
+            "--config",
+            path.join(dir, "buildkitd.toml"),
+          ],
+          {
+            stdio: "ignore",
+            env: { ...process.env, PATH: `/usr/sbin:${process.env["PATH"]}` },
+          },
+        );
+        daemons.push({ addr: `tcp://127.0.0.1:${port}`, stop: () => child.kill("SIGTERM") });
+        await eventually(async () => {
+          const w = await mustRun(`${tools}/buildctl`, [
+            "--addr",
+            `tcp://127.0.0.1:${port}`,
+            "debug",
+            "workers",
+          ]);
+          if (!/linux\/amd64/.test(w)) throw new Error("no worker yet");
+        }, 20_000);
+      }
+      const ctx = path.join(work, "bkmap");
+      await mkdir(ctx, { recursive: true });
+      await writeFile(
+        path.join(ctx, "Dockerfile"),
+        `FROM ${reg.host}/base/busybox:1\nARG TARGETARCH\nRUN echo "on $(uname -m)" > /where\n`,
+      );
+      const out = path.join(work, "bkmap-out");
+      const r = await polyarch(
+        [
+          "build",
+          "-f",
+          path.join(ctx, "Dockerfile"),
+          ctx,
+          "-p",
+          "linux/amd64,linux/arm64",
+          "--builder",
+          `linux/amd64=${daemons[0]!.addr}`,
+          "--builder",
+          `linux/arm64=${daemons[1]!.addr}`,
+          "-o",
+          `oci:${out}`,
+        ],
+        { env: { ...env(), PATH: `${tools}:${process.env["PATH"]}` } },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`stage 0 done for linux/amd64 in .* on buildkit ${daemons[0]!.addr}`),
+      );
+      assert.match(
+        r.stderr,
+        new RegExp(`stage 0 done for linux/arm64 in .* on buildkit ${daemons[1]!.addr}`),
+      );
+      assert.doesNotMatch(r.stderr, /emulation/, "a builder mapped to a platform counts as native");
+      for (const d of daemons) {
+        const du = await mustRun(`${tools}/buildctl`, ["--addr", d.addr, "du"]);
+        assert.match(du, /Total:\s+[1-9]/, `${d.addr} did the work`);
+      }
+      const { readFile } = await import("node:fs/promises");
+      for (const [arch, cpu] of [
+        ["amd64", "x86_64"],
+        ["arm64", "aarch64"],
+      ] as const) {
+        const dir = await tempDir("bk");
+        try {
+          assert.equal(await readFile(`${await unpack(out, arch, dir)}/where`, "utf8"), `on ${cpu}\n`);
+        } finally {
+          await cleanup(dir);
+        }
+      }
+    } finally {
+      for (const d of daemons) d.stop();
+      await reg.stop();
+    }
+  });
+
   it("a step that needs a process is named with its line and reason, and nothing is written", async () => {
     const ctx = path.join(work, "needs");
     await mkdir(ctx, { recursive: true });

@@ -45,6 +45,7 @@ export interface BuildFlags {
   buildArg?: string[];
   target?: string;
   dryRun?: boolean;
+  builder?: string[];
 }
 
 /** Keep in step with the defaults main.ts shows in --help. */
@@ -119,7 +120,22 @@ export async function runBuild(
 
   const destinations: Destination[] = [];
   if (pushLoc?.kind === "registry") destinations.push(registryDestination(pushLoc.ref));
-  const orch = makeOrchestrator(io, { ...(flags.insecure ? { insecure: flags.insecure } : {}), jobs });
+  const builders: Record<string, string> = {};
+  for (const b of flags.builder ?? []) {
+    const eq = b.indexOf("=");
+    if (eq <= 0)
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `--builder "${b}" is not <platform>=<endpoint>`,
+        hint: "Write --builder linux/arm64=tcp://arm-node:1234 (a BuildKit daemon) or --builder linux/amd64=buildah.",
+      });
+    builders[formatPlatform(parsePlatformList([b.slice(0, eq)])[0]!)] = b.slice(eq + 1);
+  }
+  const orch = makeOrchestrator(io, {
+    ...(flags.insecure ? { insecure: flags.insecure } : {}),
+    jobs,
+    ...(Object.keys(builders).length ? { builders } : {}),
+  });
   try {
     const log = (s: string) => {
       if (!flags.quiet) io.stderr.write(`${s}\n`);

@@ -96,6 +96,11 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       collect,
     )
     .option("--target <stage>", "the Dockerfile stage to build (default: the last)")
+    .option(
+      "--builder <platform=endpoint>",
+      "where Dockerfile stages that need a process run for a platform: a BuildKit daemon (tcp://, unix://) or buildah (repeatable; default buildah, native for this machine's platform, emulated for others)",
+      collect,
+    )
     .option("--dry-run", "with -f: print the plan per platform (stages, native or delegated steps) and stop")
     .option("--json", "print the result as JSON on stdout")
     .option("-q, --quiet", "no progress on stderr")

@@ -21,7 +21,12 @@ import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
 import { formatPlatform, hostPlatform, type Platform } from "../platform/index.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
-import { BuildahBackend } from "../builder/dockerfile/buildah.js";
+import {
+  BuildahBackend,
+  Builders,
+  BuildkitBackend,
+  type StageBackend,
+} from "../builder/dockerfile/backends.js";
 import { type Exec, exec } from "../util/exec.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { type PushStats, RegistryPublisher } from "../publish/registry.js";
@@ -84,6 +89,8 @@ export interface Toolchain {
   cacheDir: string;
   /** Compile slots shared by every build of this orchestrator. */
   jobs: number;
+  /** Dockerfile builders by platform ("linux/arm64" → "tcp://arm-node:1234"); buildah otherwise. */
+  builders?: Record<string, string>;
   exec?: Exec;
 }
 
@@ -196,6 +203,25 @@ export class Orchestrator {
     };
   }
 
+  /** The Dockerfile stage builders: buildah locally, and any mapped to a platform (native nodes). */
+  #builders(): Builders {
+    const t = this.#t;
+    const run = t.exec ?? exec;
+    const make = (endpoint: string): StageBackend => {
+      if (endpoint === "buildah") return new BuildahBackend({ exec: run, cacheDir: t.cacheDir, env: t.env });
+      if (/^(tcp|unix):\/\//.test(endpoint))
+        return new BuildkitBackend({ exec: run, addr: endpoint, cacheDir: t.cacheDir, env: t.env });
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `builder "${endpoint}" is not one polyarch knows`,
+        hint: "Use buildah, or a BuildKit daemon as tcp://host:port or unix:///path.",
+      });
+    };
+    const byPlatform = new Map<string, StageBackend>();
+    for (const [p, endpoint] of Object.entries(t.builders ?? {})) byPlatform.set(p, make(endpoint));
+    return new Builders(make("buildah"), byPlatform, { ...hostPlatform(), os: "linux" });
+  }
+
   /** The builder for a request (the one place builders are chosen). */
   builder(req: BuildRequest, base?: ResolvedBase): Builder {
     const t = this.#t;
@@ -233,7 +259,7 @@ export class Orchestrator {
           jobs: t.jobs,
           labels: req.image.labels,
           annotations: req.image.annotations,
-          backend: new BuildahBackend({ exec: t.exec ?? exec, cacheDir: t.cacheDir, env: t.env }),
+          builders: this.#builders(),
           resolveBase: async (ref, platform, signal) => {
             const key = `${ref} ${formatPlatform(platform)}`;
             let p = opened.get(key);

@@ -17,7 +17,7 @@ import type { BuildEvent, Builder, BuildResult } from "../index.js";
 import { ContextFs } from "./context.js";
 import { type Dockerfile, parseDockerfile } from "./parse.js";
 import { fillTemplate, planDockerfile, type PlatformPlan, type StagePlan } from "./plan.js";
-import type { StageBackend } from "./buildah.js";
+import type { Builders, StageBackend } from "./backends.js";
 import { OciLayout } from "../../layout/index.js";
 import { layoutArtifact } from "../../layout/artifact.js";
 import { baseFromImage } from "../../image/base.js";
@@ -42,8 +42,8 @@ export interface DockerfileBuildOptions {
   annotations: Record<string, string>;
   /** A base image's platform image: from a registry or a layout, as the orchestrator opens them. */
   resolveBase: (ref: string, platform: Platform, signal?: AbortSignal) => Promise<BaseImage>;
-  /** The builder stages that need a process are handed to; without one, such a stage is an error. */
-  backend?: StageBackend;
+  /** The builders stages that need a process are handed to; without them, such a stage is an error. */
+  builders?: Builders;
 }
 
 export class DockerfileBuilder implements Builder {
@@ -140,21 +140,22 @@ export class DockerfileBuilder implements Builder {
               });
             } catch (e) {
               if (!(e instanceof NeedsBuilder)) throw e;
-              if (!o.backend)
+              if (!o.builders)
                 throw new PolyarchError({
                   code: "E_INPUT",
                   message: `${df.file}:${e.step.line}: ${e.step.original} needs a builder for ${formatPlatform(stage.platform)} (${e.why}), and none is configured`,
                   hint: "Install buildah, or keep the stage to steps polyarch runs natively (see --dry-run).",
                 });
               // The whole stage goes to the builder: its own steps, and whatever it needs before.
-              if (formatPlatform(stage.platform) !== formatPlatform(o.buildPlatform))
+              const { backend, native } = o.builders.pick(stage.platform);
+              if (!native)
                 emit({
                   type: "warning",
-                  message: `${df.file}:${e.step.line}: stage ${stage.name ?? stage.index} runs under emulation for ${formatPlatform(stage.platform)} on ${o.backend.name} (${e.why}); emulated builds are typically 10–40× slower than native ones`,
+                  message: `${df.file}:${e.step.line}: stage ${stage.name ?? stage.index} runs under emulation for ${formatPlatform(stage.platform)} on ${backend.name} (${e.why}); emulated builds are typically 10–40× slower than native ones`,
                 });
-              state = await this.#delegate(df, stage.index, plan, opts.signal);
-              where = o.backend.name;
-              if (formatPlatform(stage.platform) !== formatPlatform(o.buildPlatform)) emulated++;
+              state = await this.#delegate(backend, df, stage.index, plan, opts.signal);
+              where = backend.name;
+              if (!native) emulated++;
             }
             count(stage.steps.length, where);
             emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });
@@ -201,6 +202,7 @@ export class DockerfileBuilder implements Builder {
 
   /** Builds one stage on the backend and takes its result back as the stage's state. */
   async #delegate(
+    backend: StageBackend,
     df: Dockerfile,
     stage: number,
     plan: PlatformPlan,
@@ -212,7 +214,7 @@ export class DockerfileBuilder implements Builder {
     const buildArgs = Object.fromEntries(
       Object.entries(o.buildArgs).map(([k, v]) => [k, fillTemplate(v, target)]),
     );
-    const dir = await o.backend!.buildStage({
+    const dir = await backend.buildStage({
       df,
       dockerfile: o.dockerfile,
       context: o.context,
@@ -224,11 +226,13 @@ export class DockerfileBuilder implements Builder {
       ...(signal ? { signal } : {}),
     });
     const layout = await OciLayout.open(dir);
-    const img = await layoutArtifact(layout, await layout.resolve("stage"));
+    // buildah's result is tagged "stage"; BuildKit's OCI export holds one untagged entry.
+    const tagged = (await layout.tags()).some((t) => t.tag === "stage");
+    const img = await layoutArtifact(layout, await layout.resolve(tagged ? "stage" : undefined));
     if (img.kind !== "image")
       throw new PolyarchError({
         code: "E_MEDIA_TYPE",
-        message: `${o.backend!.name} returned an index for one stage`,
+        message: `${backend.name} returned an index for one stage`,
         hint: "This is a bug in polyarch.",
       });
     const base = await baseFromImage(img);

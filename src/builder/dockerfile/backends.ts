@@ -74,18 +74,7 @@ export class BuildahBackend implements StageBackend {
     const out = path.join(this.#root, "..", "delegated");
     await mkdir(out, { recursive: true });
     const dir = await mkdtemp(path.join(out, "stage-"));
-    // The Dockerfile with every stage named, next to nothing else (the context stays where it is).
-    const lines = (await readFile(req.dockerfile, "utf8")).split("\n");
-    for (const s of req.df.stages) {
-      const i = s.from.line - 1;
-      // buildah 1.28 does not expand $BUILDPLATFORM in FROM --platform: give it the value.
-      const p = req.stagePlatforms.get(s.index);
-      if (p && s.from.flags.has("platform"))
-        lines[i] = lines[i]!.replace(/--platform=\S+/, `--platform=${formatPlatform(p)}`);
-      if (!s.name) lines[i] = `${lines[i]!.replace(/\s+$/, "")} AS polyarch-stage-${s.index}`;
-    }
-    const named = path.join(dir, "Dockerfile");
-    await writeFile(named, lines.join("\n"));
+    const named = await namedDockerfile(req, dir);
     const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
     const args = [
       "bud",
@@ -137,5 +126,121 @@ export async function buildahAvailable(exec: Exec): Promise<boolean> {
     return (await exec("buildah", ["--version"])).code === 0;
   } catch {
     return false;
+  }
+}
+
+/**
+ * A BuildKit daemon (`tcp://`, `unix://`) — a native builder node such as seed 002's arm64
+ * VM. The stage goes as the dockerfile frontend's target; the result comes back through the
+ * OCI exporter as a tar that is unpacked into a layout. Bases come from registries (BuildKit
+ * has no `oci:` FROM).
+ */
+export class BuildkitBackend implements StageBackend {
+  readonly name: string;
+  readonly #exec: Exec;
+  readonly #addr: string;
+  readonly #out: string;
+  readonly #env: Record<string, string | undefined>;
+  constructor(opts: { exec: Exec; addr: string; cacheDir: string; env: Record<string, string | undefined> }) {
+    this.#exec = opts.exec;
+    this.#addr = opts.addr;
+    this.#out = path.join(opts.cacheDir, "delegated");
+    this.#env = opts.env;
+    this.name = `buildkit ${opts.addr}`;
+  }
+
+  async buildStage(req: StageRequest): Promise<string> {
+    await mkdir(this.#out, { recursive: true });
+    const dir = await mkdtemp(path.join(this.#out, "stage-"));
+    await namedDockerfile(req, dir);
+    const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
+    const args = [
+      "--addr",
+      this.#addr,
+      "build",
+      "--frontend",
+      "dockerfile.v0",
+      "--local",
+      `context=${req.context}`,
+      "--local",
+      `dockerfile=${dir}`,
+      "--opt",
+      `target=${target}`,
+      "--opt",
+      `platform=${formatPlatform(req.platform)}`,
+      ...Object.entries(req.buildArgs).flatMap(([k, v]) => ["--opt", `build-arg:${k}=${v}`]),
+      "--opt",
+      `build-arg:SOURCE_DATE_EPOCH=${req.sourceDateEpoch}`,
+      "--output",
+      `type=oci,dest=${path.join(dir, "out.tar")},rewrite-timestamp=true`,
+    ];
+    let r;
+    try {
+      r = await this.#exec("buildctl", args, {
+        env: this.#env,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+    } catch (e) {
+      throw new PolyarchError({
+        code: "E_TOOLCHAIN",
+        message: "buildctl could not be started",
+        hint: "Install BuildKit's buildctl, or map no platform to a BuildKit builder.",
+        cause: e,
+      });
+    }
+    if (r.code !== 0) {
+      const tail = `${r.stderr}${r.stdout}`.trimEnd().split("\n").slice(-20).join("\n");
+      throw new PolyarchError({
+        code: "E_STAGE",
+        message: `${this.name} failed to build stage ${req.df.stages[req.stage]!.name ?? req.stage} of ${req.df.file} for ${formatPlatform(req.platform)}:\n${tail}`,
+        hint: "Fix the step the builder reports above, or check that the daemon is reachable; nothing was published.",
+      });
+    }
+    const layout = path.join(dir, "layout");
+    await mkdir(layout, { recursive: true });
+    const x = await this.#exec("tar", ["-xf", path.join(dir, "out.tar"), "-C", layout]);
+    if (x.code !== 0)
+      throw new PolyarchError({
+        code: "E_STAGE",
+        message: `cannot unpack ${this.name}'s result: ${x.stderr.trim()}`,
+        hint: "Check the disk space of polyarch's cache.",
+      });
+    return layout;
+  }
+}
+
+/** The Dockerfile as a builder gets it: every stage named, FROM --platform filled in (see above). */
+async function namedDockerfile(req: StageRequest, dir: string): Promise<string> {
+  const lines = (await readFile(req.dockerfile, "utf8")).split("\n");
+  for (const s of req.df.stages) {
+    const i = s.from.line - 1;
+    const p = req.stagePlatforms.get(s.index);
+    if (p && s.from.flags.has("platform"))
+      lines[i] = lines[i]!.replace(/--platform=\S+/, `--platform=${formatPlatform(p)}`);
+    if (!s.name) lines[i] = `${lines[i]!.replace(/\s+$/, "")} AS polyarch-stage-${s.index}`;
+  }
+  const named = path.join(dir, "Dockerfile");
+  await writeFile(named, lines.join("\n"));
+  return named;
+}
+
+/**
+ * Which builder a stage goes to: a builder mapped to the stage's platform (a native node),
+ * else the local one — native for the build machine's platform, emulated for the others.
+ */
+export class Builders {
+  readonly #local: StageBackend;
+  readonly #byPlatform: ReadonlyMap<string, StageBackend>;
+  readonly #build: Platform;
+  constructor(local: StageBackend, byPlatform: ReadonlyMap<string, StageBackend>, buildPlatform: Platform) {
+    this.#local = local;
+    this.#byPlatform = byPlatform;
+    this.#build = buildPlatform;
+  }
+  pick(stagePlatform: Platform): { backend: StageBackend; native: boolean } {
+    const key = formatPlatform(stagePlatform);
+    const mapped = this.#byPlatform.get(key);
+    if (mapped) return { backend: mapped, native: true };
+    return { backend: this.#local, native: key === formatPlatform(this.#build) };
   }
 }
