@@ -574,6 +574,35 @@ describe("Dockerfile builds, natively, against buildah", () => {
         new RegExp(`stage 0 done for linux/arm64 in .* on buildkit ${daemons[1]!.addr}`),
       );
       assert.doesNotMatch(r.stderr, /emulation/, "a builder mapped to a platform counts as native");
+      // The same map from polyarch.yaml, for run; info checks each daemon.
+      const repo = path.join(work, "bkrepo");
+      await mkdir(repo, { recursive: true });
+      const git = await gitRepo(repo);
+      await cp(path.join(ctx, "Dockerfile"), path.join(repo, "Dockerfile"));
+      await writeFile(
+        path.join(repo, "polyarch.yaml"),
+        `images:\n  - name: where\n    dockerfile: Dockerfile\nplatforms: [linux/amd64, linux/arm64]\nbuilders:\n  linux/amd64: ${daemons[0]!.addr}\n  linux/arm64: ${daemons[1]!.addr}\ntags: [commit-short]\n`,
+      );
+      await git("add", ".");
+      await git("commit", "-q", "-m", "x");
+      const toolsEnv = { ...env(), PATH: `${tools}:${process.env["PATH"]}` };
+      const info = await polyarch(["info"], { cwd: repo, env: toolsEnv });
+      assert.match(
+        info.stdout,
+        new RegExp(`ok {4}builder linux/arm64 +${daemons[1]!.addr}: platforms .*linux/arm64`),
+      );
+      const viaRun = await polyarch(["run", "--stages", "build,publish"], { cwd: repo, env: toolsEnv });
+      assert.equal(viaRun.code, 0, viaRun.stderr);
+      assert.match(
+        viaRun.stderr,
+        new RegExp(`linux/arm64 stage 0 done in .* on buildkit ${daemons[1]!.addr}`),
+      );
+      await writeFile(
+        path.join(repo, "polyarch.yaml"),
+        "images:\n  - name: where\n    dockerfile: Dockerfile\nbuilders:\n  linux/arm64: docker://nope\n",
+      );
+      const bad = await polyarch(["run", "--dry-run"], { cwd: repo, env: toolsEnv });
+      assert.match(bad.stderr, /builders\.linux\/arm64: "docker:\/\/nope" is not a builder/);
       for (const d of daemons) {
         const du = await mustRun(`${tools}/buildctl`, ["--addr", d.addr, "du"]);
         assert.match(du, /Total:\s+[1-9]/, `${d.addr} did the work`);

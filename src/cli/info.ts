@@ -71,6 +71,21 @@ export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
       ? `${bh.stdout.trim()}: native for ${formatPlatform({ ...hostPlatform(), os: "linux" })}, other platforms through qemu-user`
       : "not found: Dockerfile stages that need a process cannot run (apt-get install buildah)",
   );
+  // Each BuildKit builder in polyarch.yaml: reachable, and the platforms it runs.
+  for (const [platform, endpoint] of Object.entries(config?.builders ?? {})) {
+    if (endpoint === "buildah") continue;
+    const w = await exec("buildctl", ["--addr", endpoint, "debug", "workers"], { env: io.env }).catch(
+      () => undefined,
+    );
+    const platforms = w?.code === 0 ? (/\s(linux\/\S+)/.exec(w.stdout)?.[1] ?? "") : "";
+    line(
+      w?.code === 0 && platforms.split(",").includes(platform),
+      `builder ${platform}`,
+      w?.code === 0
+        ? `${endpoint}: platforms ${platforms}${platforms.split(",").includes(platform) ? "" : ` (not ${platform})`}`
+        : `${endpoint}: ${w ? "not reachable" : "buildctl not found"}`,
+    );
+  }
   if (config) {
     const client = makeClient(io, flags.insecure);
     try {

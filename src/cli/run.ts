@@ -148,7 +148,11 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   // With the live view, per-step lines would scroll it away (a failing stage still shows its output in the error).
   quietLines = live !== undefined;
   const jobs = flags.jobs ? Number(flags.jobs) : os.availableParallelism();
-  const orch = makeOrchestrator(io, { ...(flags.insecure ? { insecure: flags.insecure } : {}), jobs });
+  const orch = makeOrchestrator(io, {
+    ...(flags.insecure ? { insecure: flags.insecure } : {}),
+    jobs,
+    builders: c.builders,
+  });
   let results;
   try {
     results = await executeRun(plan, {

@@ -58,6 +58,8 @@ export interface ResolvedConfig {
   lint: Resolved<string>;
   images: ResolvedImage[];
   mirror: PolyarchFile["mirror"];
+  /** Dockerfile builders by platform (polyarch.yaml builders:). */
+  builders: Record<string, string>;
 }
 
 export interface ConfigFlags {
@@ -194,6 +196,7 @@ export function resolveConfig(
     lint: { value: lint.value ?? "go vet ./...", from: lint.from },
     images,
     mirror: file.mirror,
+    builders: file.builders ?? {},
   };
 }
 

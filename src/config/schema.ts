@@ -42,6 +42,8 @@ export interface PolyarchFile {
   environments: Record<string, EnvironmentConfig>;
   defaultEnvironment?: string;
   mirror?: { to?: string; images: string[] };
+  /** Dockerfile builders by platform: "buildah" or a BuildKit daemon (tcp://, unix://). */
+  builders?: Record<string, string>;
   test?: string;
   lint?: string;
 }
@@ -264,6 +266,7 @@ function validate(root: unknown, file: string): PolyarchFile {
       "environments",
       "defaultEnvironment",
       "mirror",
+      "builders",
       "test",
       "lint",
     ],
@@ -326,6 +329,19 @@ function validate(root: unknown, file: string): PolyarchFile {
       ...(to ? { to } : {}),
       images: m["images"] === undefined ? [] : strList(m["images"], ["mirror", "images"]),
     };
+  }
+  if (o["builders"] != null) {
+    const b = strMap(o["builders"], ["builders"]);
+    for (const [k, v] of Object.entries(b)) {
+      if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(k))
+        throw new Located(["builders", k], `"${k}" is not a platform (write linux/arm64)`);
+      if (v !== "buildah" && !/^(tcp|unix):\/\/\S+$/.test(v))
+        throw new Located(
+          ["builders", k],
+          `"${v}" is not a builder: buildah, tcp://host:port or unix:///path`,
+        );
+    }
+    out.builders = b;
   }
   const test = optStr(o["test"], ["test"]);
   if (test) out.test = test;
