@@ -603,11 +603,48 @@ describe("Dockerfile builds, natively, against buildah", () => {
       );
       const bad = await polyarch(["run", "--dry-run"], { cwd: repo, env: toolsEnv });
       assert.match(bad.stderr, /builders\.linux\/arm64: "docker:\/\/nope" is not a builder/);
+      // A registry cache seeded by one node serves another: the RUN's random output comes back.
+      const { readFile } = await import("node:fs/promises");
+      const seeded = path.join(work, "seeded");
+      await mkdir(seeded, { recursive: true });
+      await writeFile(
+        path.join(seeded, "Dockerfile"),
+        `FROM ${reg.host}/base/busybox:1\nRUN echo "$RANDOM-$RANDOM-$RANDOM" > /id\n`,
+      );
+      const ids: string[] = [];
+      for (const [i, d] of daemons.entries()) {
+        const o = path.join(work, `seeded-out-${i}`);
+        const b = await polyarch(
+          [
+            "build",
+            "-f",
+            path.join(seeded, "Dockerfile"),
+            seeded,
+            "-p",
+            "linux/arm64",
+            "--builder",
+            `linux/arm64=${d.addr}`,
+            "--cache",
+            `${reg.host}/cache/seeded`,
+            "-o",
+            `oci:${o}`,
+          ],
+          { env: toolsEnv },
+        );
+        assert.equal(b.code, 0, b.stderr);
+        const dir = await tempDir("seed");
+        try {
+          ids.push(await readFile(`${await unpack(o, "arm64", dir)}/id`, "utf8"));
+        } finally {
+          await cleanup(dir);
+        }
+      }
+      assert.match(ids[0]!, /^\d+-\d+-\d+\n$/);
+      assert.equal(ids[1], ids[0], "the second daemon took the step from the registry cache");
       for (const d of daemons) {
         const du = await mustRun(`${tools}/buildctl`, ["--addr", d.addr, "du"]);
         assert.match(du, /Total:\s+[1-9]/, `${d.addr} did the work`);
       }
-      const { readFile } = await import("node:fs/promises");
       for (const [arch, cpu] of [
         ["amd64", "x86_64"],
         ["arm64", "aarch64"],

@@ -13,7 +13,7 @@ import {
 } from "../orchestrate/index.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
 import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
-import { validateTag } from "../ref/index.js";
+import { parseReference, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
@@ -46,6 +46,7 @@ export interface BuildFlags {
   target?: string;
   dryRun?: boolean;
   builder?: string[];
+  cache?: string;
 }
 
 /** Keep in step with the defaults main.ts shows in --help. */
@@ -169,6 +170,7 @@ export async function runBuild(
             context: dir,
             buildArgs: parsePairs(flags.buildArg ?? [], "build-arg"),
             ...(flags.target ? { target: flags.target } : {}),
+            ...(flags.cache ? { cache: cacheRepository(flags.cache) } : {}),
           }
         : {
             kind: "go",
@@ -261,4 +263,10 @@ export async function runBuild(
   } finally {
     await orch.close();
   }
+}
+
+/** The repository a --cache names (a tag or digest given is not part of it). */
+function cacheRepository(text: string): string {
+  const r = parseReference(text);
+  return `${r.registry}/${r.repository}`;
 }

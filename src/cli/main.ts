@@ -101,6 +101,10 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       "where Dockerfile stages that need a process run for a platform: a BuildKit daemon (tcp://, unix://) or buildah (repeatable; default buildah, native for this machine's platform, emulated for others)",
       collect,
     )
+    .option(
+      "--cache <registry/repository>",
+      "with -f: share the build cache of delegated stages through this registry repository (cache-from and cache-to)",
+    )
     .option("--dry-run", "with -f: print the plan per platform (stages, native or delegated steps) and stop")
     .option("--json", "print the result as JSON on stdout")
     .option("-q, --quiet", "no progress on stderr")

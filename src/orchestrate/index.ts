@@ -68,6 +68,8 @@ export interface DockerfileSource {
   /** --build-arg values; {{os}}, {{arch}}, {{variant}}, {{platform}} are filled per platform. */
   buildArgs: Record<string, string>;
   target?: string;
+  /** A registry repository for the build cache of delegated stages. */
+  cache?: string;
 }
 
 export type BuildSource = GoSource | DockerfileSource;
@@ -254,6 +256,7 @@ export class Orchestrator {
           buildPlatform: { ...hostPlatform(), os: "linux" },
           buildArgs: req.source.buildArgs,
           ...(req.source.target ? { target: req.source.target } : {}),
+          ...(req.source.cache ? { cache: req.source.cache } : {}),
           sourceDateEpoch: req.sourceDateEpoch,
           layerCache: this.#layers,
           jobs: t.jobs,

@@ -27,7 +27,14 @@ export interface StageRequest {
   stagePlatforms: ReadonlyMap<number, Platform>;
   buildArgs: Record<string, string>;
   sourceDateEpoch: number;
+  /** A registry repository delegated stages share their build cache through (cache-from/to). */
+  cache?: string;
   signal?: AbortSignal;
+}
+
+/** True for a registry on a loopback address, which speaks plain HTTP. */
+function loopback(ref: string): boolean {
+  return /^(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?\//.test(ref);
 }
 
 export interface StageBackend {
@@ -90,6 +97,15 @@ export class BuildahBackend implements StageBackend {
       "--target",
       target,
       ...Object.entries(req.buildArgs).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]),
+      ...(req.cache
+        ? [
+            "--cache-from",
+            req.cache,
+            "--cache-to",
+            req.cache,
+            ...(loopback(req.cache) ? ["--tls-verify=false"] : []),
+          ]
+        : []),
       "-t",
       `oci:${path.join(dir, "layout")}:stage`,
       req.context,
@@ -173,6 +189,18 @@ export class BuildkitBackend implements StageBackend {
       `build-arg:SOURCE_DATE_EPOCH=${req.sourceDateEpoch}`,
       "--output",
       `type=oci,dest=${path.join(dir, "out.tar")},rewrite-timestamp=true`,
+      // One cache image per stage and platform, so a run on an arm64 node can seed CI's arm64 cache.
+      ...(req.cache
+        ? (() => {
+            const ref = `${req.cache}:${target}-${formatPlatform(req.platform).replaceAll("/", "-")}`;
+            return [
+              "--import-cache",
+              `type=registry,ref=${ref}`,
+              "--export-cache",
+              `type=registry,ref=${ref},mode=max`,
+            ];
+          })()
+        : []),
     ];
     let r;
     try {

@@ -42,6 +42,8 @@ export interface DockerfileBuildOptions {
   annotations: Record<string, string>;
   /** A base image's platform image: from a registry or a layout, as the orchestrator opens them. */
   resolveBase: (ref: string, platform: Platform, signal?: AbortSignal) => Promise<BaseImage>;
+  /** Where delegated stages share their build cache (a registry repository). */
+  cache?: string;
   /** The builders stages that need a process are handed to; without them, such a stage is an error. */
   builders?: Builders;
 }
@@ -223,6 +225,7 @@ export class DockerfileBuilder implements Builder {
       stagePlatforms: new Map(plan.stages.map((s) => [s.index, s.platform])),
       buildArgs,
       sourceDateEpoch: o.sourceDateEpoch,
+      ...(o.cache ? { cache: o.cache } : {}),
       ...(signal ? { signal } : {}),
     });
     const layout = await OciLayout.open(dir);
