@@ -13,7 +13,8 @@ import {
 } from "../orchestrate/index.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
 import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
-import { parseReference, validateTag } from "../ref/index.js";
+import { validateTag } from "../ref/index.js";
+import { cacheRepository } from "../config/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
@@ -263,10 +264,4 @@ export async function runBuild(
   } finally {
     await orch.close();
   }
-}
-
-/** The repository a --cache names (a tag or digest given is not part of it). */
-function cacheRepository(text: string): string {
-  const r = parseReference(text);
-  return `${r.registry}/${r.repository}`;
 }

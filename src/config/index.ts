@@ -39,7 +39,13 @@ export interface ResolvedImage {
   entrypoint: string[] | undefined;
   /** For a Dockerfile image: the Dockerfile and context (absolute), target and build args. */
   dockerfile:
-    | { file: string; context: string; target: string | undefined; buildArgs: Record<string, string> }
+    | {
+        file: string;
+        context: string;
+        target: string | undefined;
+        buildArgs: Record<string, string>;
+        cache: string | undefined;
+      }
     | undefined;
   /** Where it is published; undefined means the OCI layout output. */
   reference: Reference | undefined;
@@ -178,6 +184,7 @@ export function resolveConfig(
               context: path.resolve(root, im.dir, im.context ?? "."),
               target: im.target,
               buildArgs: im.buildArgs,
+              cache: im.cache ? cacheRepository(im.cache) : undefined,
             }
           : undefined,
       reference,
@@ -274,4 +281,10 @@ export async function checkImages(c: ResolvedConfig): Promise<void> {
       }
     }
   }
+}
+
+/** The repository a cache setting names (a tag or digest given is not part of it). */
+export function cacheRepository(text: string): string {
+  const r = parseReference(text);
+  return `${r.registry}/${r.repository}`;
 }

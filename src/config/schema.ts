@@ -16,6 +16,8 @@ export interface ImageConfigFile {
   context?: string;
   target?: string;
   buildArgs: Record<string, string>;
+  /** Registry repository for the build cache of delegated stages. */
+  cache?: string;
   base?: string;
   platforms?: string[];
   user?: string;
@@ -197,6 +199,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "context",
     "target",
     "buildArgs",
+    "cache",
   ]);
   // An image with a dockerfile is a Dockerfile build; otherwise a Go package.
   const builder = o["builder"] ?? (o["dockerfile"] !== undefined ? "dockerfile" : "go");
@@ -237,11 +240,13 @@ function image(v: unknown, p: Path): ImageConfigFile {
     if (context) out.context = context;
     const target = optStr(o["target"], [...p, "target"]);
     if (target) out.target = target;
+    const cache = optStr(o["cache"], [...p, "cache"]);
+    if (cache) out.cache = cache;
     for (const k of ["main", "ldflags", "entrypoint", "user", "env", "ports"] as const)
       if (o[k] !== undefined)
         throw new Located([...p, k], `${k} is for Go images; a Dockerfile image sets it in the Dockerfile`);
   } else {
-    for (const k of ["context", "target", "buildArgs"] as const)
+    for (const k of ["context", "target", "buildArgs", "cache"] as const)
       if (o[k] !== undefined)
         throw new Located([...p, k], `${k} is for Dockerfile images (add dockerfile: Dockerfile)`);
   }

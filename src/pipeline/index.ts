@@ -49,6 +49,7 @@ export interface PlannedImage {
     context: string;
     target: string | undefined;
     buildArgs: Record<string, string>;
+    cache: string | undefined;
   };
 }
 
@@ -241,6 +242,7 @@ export function buildRequestFor(im: PlannedImage, sourceDateEpoch: number): Buil
           context: im.dockerfile.context,
           buildArgs: im.dockerfile.buildArgs,
           ...(im.dockerfile.target ? { target: im.dockerfile.target } : {}),
+          ...(im.dockerfile.cache ? { cache: im.dockerfile.cache } : {}),
         }
       : { kind: "go", dir: im.dir, main: im.main, ...(im.ldflags ? { ldflags: im.ldflags } : {}) },
     platforms: im.platforms,
