@@ -26,3 +26,16 @@ export interface BuildResult {
 export interface Builder {
   build(opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void }): Promise<BuildResult>;
 }
+
+/** What an image is given besides its files: declared once for every builder and command. */
+export interface ImageSettings {
+  env: string[];
+  exposedPorts: string[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  user?: string;
+  workingDir?: string;
+  /** Replaces the builder's default entrypoint. */
+  entrypoint?: string[];
+  cmd?: string[];
+}

@@ -10,7 +10,7 @@
  *    output never claims what a push then failed to store — tags last, then per-platform tags.
  */
 import { GoBuilder } from "../builder/go/index.js";
-import type { BuildEvent, Builder } from "../builder/index.js";
+import type { BuildEvent, Builder, ImageSettings } from "../builder/index.js";
 import type { Digest } from "../digest/index.js";
 import { addContext, PolyarchError } from "../errors.js";
 import type { BaseImage } from "../image/assemble.js";
@@ -35,18 +35,7 @@ import { type RegistryClient, type Repo, registryArtifact } from "../registry/in
 import { Semaphore } from "../util/limit.js";
 import { type Location, parseLocation } from "./location.js";
 
-/** What an image is given besides its files: declared once for every builder and command. */
-export interface ImageSettings {
-  env: string[];
-  exposedPorts: string[];
-  labels: Record<string, string>;
-  annotations: Record<string, string>;
-  user?: string;
-  workingDir?: string;
-  /** Replaces the builder's default entrypoint. */
-  entrypoint?: string[];
-  cmd?: string[];
-}
+export type { ImageSettings };
 
 /** A Go main package. */
 export interface GoSource {

@@ -22,7 +22,7 @@ import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
 import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
-import type { BuildEvent, Builder, BuildResult } from "../index.js";
+import type { BuildEvent, Builder, BuildResult, ImageSettings } from "../index.js";
 import { Semaphore } from "../../util/limit.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
@@ -47,17 +47,8 @@ export interface GoBuildOptions {
   jobs: number;
   ldflags?: string;
   buildTags?: string[];
-  image: {
-    user?: string;
-    workingDir?: string;
-    env: string[];
-    exposedPorts: string[];
-    labels: Record<string, string>;
-    annotations: Record<string, string>;
-    cmd?: string[];
-    /** Replaces [/app/<binary>]. */
-    entrypoint?: string[];
-  };
+  image: ImageSettings;
+
   /** Shared compile slots when several builds run at once (defaults to `jobs` slots of its own). */
   limiter?: Semaphore;
   /** The layer cache shared with other builders (default: one under cacheDir). */
