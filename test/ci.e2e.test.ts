@@ -4,7 +4,7 @@
  * registry, and the merged index must hold every platform. Also `polyarch info`.
  */
 import assert from "node:assert/strict";
-import { cp, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse } from "yaml";
@@ -21,9 +21,13 @@ before(async () => {
   reg = await startRegistry();
   repo = path.join(work, "repo");
   await cp(path.join(ROOT, "examples", "hello"), path.join(repo, "hello"), { recursive: true });
+  // A Dockerfile image beside the Go one: the generated jobs build both.
+  await mkdir(path.join(repo, "site", "static"), { recursive: true });
+  await writeFile(path.join(repo, "site", "static", "index.html"), "<p>site</p>\n");
+  await writeFile(path.join(repo, "site", "Dockerfile"), "FROM scratch\nCOPY static/ /srv/\n");
   await writeFile(
     path.join(repo, "polyarch.yaml"),
-    `images:\n  - name: hello\n    dir: hello\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\ndestination: { registry: ${reg.host}, repository: acme }\ntags: [commit-short, latest]\n`,
+    `images:\n  - name: hello\n    dir: hello\n  - name: site\n    dir: site\n    dockerfile: Dockerfile\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\ndestination: { registry: ${reg.host}, repository: acme }\ntags: [commit-short, latest]\n`,
   );
   const git = await gitRepo(repo);
   await git("add", ".");
@@ -89,20 +93,23 @@ describe("polyarch ci", () => {
     // The first test left a workflow file uncommitted, so the tags carry -dirty and latest is not set.
     const tag = (await polyarch(["tags"], { cwd: repo })).stdout.trim().split("\n")[0]!;
     assert.match(tag, /^[0-9a-f]{8}-dirty$/);
-    const index = JSON.parse(
-      await mustRun("skopeo", [
-        "inspect",
-        "--tls-verify=false",
-        "--raw",
-        `docker://${reg.host}/acme/hello:${tag}`,
-      ]),
-    ) as { manifests: { platform: { architecture: string; variant?: string } }[] };
-    assert.deepEqual(
-      index.manifests
-        .map((m) => [m.platform.architecture, m.platform.variant].filter(Boolean).join("/"))
-        .sort(),
-      ["amd64", "arm/v7", "arm64"],
-    );
+    for (const image of ["hello", "site"]) {
+      const index = JSON.parse(
+        await mustRun("skopeo", [
+          "inspect",
+          "--tls-verify=false",
+          "--raw",
+          `docker://${reg.host}/acme/${image}:${tag}`,
+        ]),
+      ) as { manifests: { platform: { architecture: string; variant?: string } }[] };
+      assert.deepEqual(
+        index.manifests
+          .map((m) => [m.platform.architecture, m.platform.variant].filter(Boolean).join("/"))
+          .sort(),
+        ["amd64", "arm/v7", "arm64"],
+        image,
+      );
+    }
   });
 });
 
@@ -124,6 +131,6 @@ describe("polyarch info", () => {
     });
     assert.equal(bad.code, 1);
     assert.match(bad.stdout, /^FAIL {2}push 127\.0\.0\.1:1\/acme\/hello .*connection refused/m);
-    assert.match(bad.stderr, /1 check failed/);
+    assert.match(bad.stderr, /2 checks failed/, "one push check per image");
   });
 });

@@ -414,7 +414,19 @@ describe("plain mistakes get plain messages", () => {
 
   it("a build directory that does not exist, a bad port in a reference, broken local files", async () => {
     cleanFailure(
-      await polyarch(["build", path.join(work, "no-such-dir"), "-p", "linux/amd64"], { env: env() }),
+      await polyarch(
+        [
+          "build",
+          path.join(work, "no-such-dir"),
+          "-p",
+          "linux/amd64",
+          "-o",
+          `oci:${path.join(work, "never-nsd")}`,
+        ],
+        {
+          env: env(),
+        },
+      ),
       /no-such-dir does not exist/,
     );
     cleanFailure(

@@ -99,7 +99,8 @@ export async function runBuild(
     });
   }
   const epoch = await resolveSourceDateEpoch(io.env, dir, exec);
-  if (target) {
+  // A dry run writes nothing, so where it would write is not checked.
+  if (target && !flags.dryRun) {
     const outPath = path.resolve(io.cwd, target.kind === "oci" ? target.dir : target.file);
     await checkWritable(outPath, target.kind === "oci" ? "dir" : "file");
   }
