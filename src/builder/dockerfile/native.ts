@@ -19,7 +19,7 @@ import { ContextFs, expandSource, patternRegex, type SourceFs, TreeFs } from "./
 import { type Dockerfile, type Instruction, syntaxError } from "./parse.js";
 import type { StagePlan, StepPlan } from "./plan.js";
 import { expandHeredoc, keyValues, processWord, processWords } from "./shell.js";
-import { type Node, Tree, treeKey } from "./tree.js";
+import { type Node, parentKey, Tree, treeKey } from "./tree.js";
 import type { FsOp } from "./trivial.js";
 
 export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -205,17 +205,8 @@ async function owner(
 }
 
 async function primaryGroup(tree: Tree, user: string): Promise<number | undefined> {
-  const n = tree.get(tree.resolve("etc/passwd"));
-  if (!n?.source) return undefined;
-  const { readFile } = await import("node:fs/promises");
-  const text = Buffer.from("data" in n.source ? n.source.data : await readFile(n.source.file)).toString(
-    "utf8",
-  );
-  const f = text
-    .split("\n")
-    .map((l) => l.split(":"))
-    .find((x) => x[0] === user);
-  return f?.[3] && /^[0-9]+$/.test(f[3]) ? Number(f[3]) : undefined;
+  const gid = (await tree.account("etc/passwd", user))?.[3];
+  return gid !== undefined && /^[0-9]+$/.test(gid) ? Number(gid) : undefined;
 }
 
 /** The layer for a set of changed keys: each with its parents, in their current state. */
@@ -402,7 +393,7 @@ async function runOps(
       case "mkdir":
         for (const p of op.paths) {
           const key = abs(p);
-          const parent = path.posix.dirname(key) === "." ? "" : path.posix.dirname(key);
+          const parent = parentKey(key);
           const real = path.posix.join(tree.resolve(parent), path.posix.basename(key));
           const n = tree.get(tree.resolve(key));
           if (n) {
@@ -438,17 +429,10 @@ async function runOps(
         const existing = tree.get(tree.resolve(key));
         if (existing?.type === "dir")
           key = path.posix.join(tree.resolve(key), path.posix.basename(op.target));
-        const real = path.posix.join(
-          tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)),
-          path.posix.basename(key),
-        );
+        const real = path.posix.join(tree.resolve(parentKey(key)), path.posix.basename(key));
         if (tree.get(real) && !op.force)
           throw fail(`ln: failed to create symbolic link '${op.link}': File exists`);
-        if (
-          tree.get(tree.resolve(path.posix.dirname(real) === "." ? "" : path.posix.dirname(real)))?.type !==
-            "dir" &&
-          path.posix.dirname(real) !== "."
-        )
+        if (tree.get(tree.resolve(parentKey(real)))?.type !== "dir" && path.posix.dirname(real) !== ".")
           throw fail(`ln: failed to create symbolic link '${op.link}': No such file or directory`);
         tree.set(real, { type: "symlink", mode: 0o777, uid: 0, gid: 0, target: op.target });
         changed.add(real);
@@ -458,10 +442,7 @@ async function runOps(
         for (const p of op.paths) {
           const key = tree.resolve(abs(p));
           if (!tree.get(key)) {
-            if (
-              tree.get(tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)))?.type !==
-              "dir"
-            )
+            if (tree.get(tree.resolve(parentKey(key)))?.type !== "dir")
               throw fail(`touch: cannot touch '${p}': No such file or directory`);
             tree.set(key, { type: "file", mode: 0o644, uid: 0, gid: 0, source: { data: new Uint8Array() } });
           }
@@ -471,10 +452,7 @@ async function runOps(
       case "rm":
         for (const p of op.paths) {
           const key = abs(p);
-          const real = path.posix.join(
-            tree.resolve(path.posix.dirname(key) === "." ? "" : path.posix.dirname(key)),
-            path.posix.basename(key),
-          );
+          const real = path.posix.join(tree.resolve(parentKey(key)), path.posix.basename(key));
           const n = tree.get(real);
           if (!n) {
             if (op.force) continue;

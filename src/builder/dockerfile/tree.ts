@@ -32,6 +32,12 @@ export function treeKey(p: string): string {
   return t === "" || t === "." ? "" : cleanImagePath(t);
 }
 
+/** The key of a key's parent directory ("" for the root's children). */
+export function parentKey(key: string): string {
+  const d = path.posix.dirname(key);
+  return d === "." ? "" : d;
+}
+
 export class Tree {
   readonly nodes = new Map<string, Node>([["", { type: "dir", mode: 0o755, uid: 0, gid: 0 }]]);
 
@@ -114,17 +120,22 @@ export class Tree {
     return { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid };
   }
 
-  /** Looks a user or group name up in the tree's /etc/passwd or /etc/group. */
-  async lookup(file: "etc/passwd" | "etc/group", name: string): Promise<number | undefined> {
+  /** The fields of a user's or group's line in the tree's /etc/passwd or /etc/group. */
+  async account(file: "etc/passwd" | "etc/group", name: string): Promise<string[] | undefined> {
     const n = this.nodes.get(this.resolve(file));
     if (!n || n.type !== "file" || !n.source) return undefined;
     const bytes = "data" in n.source ? n.source.data : await readFile(n.source.file);
-    const text = Buffer.from(bytes).toString("utf8");
-    for (const line of text.split("\n")) {
-      const f = line.split(":");
-      if (f[0] === name && f[2] !== undefined && /^[0-9]+$/.test(f[2])) return Number(f[2]);
-    }
-    return undefined;
+    return Buffer.from(bytes)
+      .toString("utf8")
+      .split("\n")
+      .map((line) => line.split(":"))
+      .find((f) => f[0] === name);
+  }
+
+  /** A user's or group's numeric id, by name. */
+  async lookup(file: "etc/passwd" | "etc/group", name: string): Promise<number | undefined> {
+    const id = (await this.account(file, name))?.[2];
+    return id !== undefined && /^[0-9]+$/.test(id) ? Number(id) : undefined;
   }
 
   /** Applies one base layer's tar (gzip or plain) with its whiteouts; contents go under `spool`. */
