@@ -74,6 +74,11 @@ async function flatten(layout: string, arch: string): Promise<{ tree: string[]; 
   }
 }
 
+/** polyarch build of a context's Dockerfile, with the test's cache and time. */
+function dfBuild(ctx: string, args: string[]) {
+  return polyarch(["build", "-f", path.join(ctx, "Dockerfile"), ctx, ...args], { env: env() });
+}
+
 async function both(dockerfile: string, context: string, name: string, platforms: string[]) {
   const bh = path.join(work, `${name}-buildah`);
   const pa = path.join(work, `${name}-polyarch`);
@@ -259,19 +264,12 @@ describe("Dockerfile builds, natively, against buildah", () => {
       'FROM scratch\nCOPY static/ /srv/static/\nCOPY app /srv/app\nCMD ["/srv/app"]\n',
     );
     const first = await both(path.join(ctx, "Dockerfile"), ctx, "seed001", ["linux/amd64", "linux/arm64"]);
-    const again = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "-o",
-        `oci:${path.join(work, "seed001-again")}`,
-      ],
-      { env: env() },
-    );
+    const again = await dfBuild(ctx, [
+      "-p",
+      "linux/amd64,linux/arm64",
+      "-o",
+      `oci:${path.join(work, "seed001-again")}`,
+    ]);
     assert.equal(digestOf(again.stdout), first.digest, "built twice: the same digest");
     const copy = path.join(work, "elsewhere", "seed001");
     await cp(ctx, copy, { recursive: true });
@@ -306,17 +304,11 @@ describe("Dockerfile builds, natively, against buildah", () => {
       path.join(ctx, "Dockerfile"),
       `FROM oci:${pwbase}:latest\nARG TARGETARCH\nRUN mkdir /app\nADD hello-\${TARGETARCH} /app/hello\nWORKDIR /app\nUSER app\nEXPOSE 8080\nENTRYPOINT ["/app/hello"]\n`,
     );
-    const dry = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--dry-run"],
-      { env: env() },
-    );
+    const dry = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "--dry-run"]);
     assert.equal(dry.code, 0, dry.stderr);
     assert.doesNotMatch(dry.stdout, /delegated/, "no step needs a builder");
     const out = path.join(work, "seed004-out");
-    const r = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
-      { env: env() },
-    );
+    const r = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
     assert.equal(r.code, 0, r.stderr);
     for (const p of ["linux/amd64", "linux/arm64"]) {
       const dir = await tempDir("run004");
@@ -352,17 +344,11 @@ describe("Dockerfile builds, natively, against buildah", () => {
         "USER app",
       ].join("\n"),
     );
-    const dry = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--dry-run"],
-      { env: env() },
-    );
+    const dry = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "--dry-run"]);
     assert.match(dry.stdout, /delegated Dockerfile:3 RUN mkdir -p \/out/);
     assert.doesNotMatch(dry.stdout, /emulated/, "the build stage runs on the build platform");
     const out = path.join(work, "gopattern-out");
-    const r = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
-      { env: env() },
-    );
+    const r = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /stage build done for linux\/arm64 in .* on buildah/);
     assert.match(r.stderr, /stage 1 done for linux\/arm64 in [0-9.]+s\n/, "the final stage is native");
@@ -389,10 +375,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
       `FROM scratch\nCOPY --from=oci:${pwbase}:latest /etc/group /etc/passwd /etc/\n`,
     );
     const out = path.join(work, "fromimage-out");
-    const r = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
-      { env: env() },
-    );
+    const r = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /stage 0 done for linux\/arm64 in [0-9.]+s\n/, "native");
     const dir = await tempDir("fi");
@@ -443,21 +426,14 @@ describe("Dockerfile builds, natively, against buildah", () => {
       `ARG ARCH=amd64\nFROM oci:${bases}/\${ARCH}:latest\nARG ARCH\nRUN echo "built for \${ARCH} on $(uname -m)" > /built\n`,
     );
     const out = path.join(work, "seed003-out");
-    const r = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "--build-arg",
-        "ARCH={{arch}}",
-        "-o",
-        `oci:${out}`,
-      ],
-      { env: env() },
-    );
+    const r = await dfBuild(ctx, [
+      "-p",
+      "linux/amd64,linux/arm64",
+      "--build-arg",
+      "ARCH={{arch}}",
+      "-o",
+      `oci:${out}`,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: Dockerfile:4: stage 0 runs under emulation for linux\/arm64 on buildah/);
     assert.doesNotMatch(r.stderr, /emulation for linux\/amd64/);
@@ -669,10 +645,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     // base has no shell, so buildah's own error comes back, and nothing is written.
     await writeFile(path.join(ctx, "Dockerfile"), `FROM oci:${pwbase}:latest\nRUN apk add --no-cache curl\n`);
     const out = path.join(work, "needs-out");
-    const r = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/arm64", "-o", `oci:${out}`],
-      { env: env() },
-    );
+    const r = await dfBuild(ctx, ["-p", "linux/arm64", "-o", `oci:${out}`]);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
@@ -688,10 +661,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
       path.join(ctx, "Dockerfile"),
       `FROM oci:${busybox}:latest\nRUN echo failing on purpose && exit 3\n`,
     );
-    const f2 = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64", "-o", `oci:${out}`],
-      { env: env() },
-    );
+    const f2 = await dfBuild(ctx, ["-p", "linux/amd64", "-o", `oci:${out}`]);
     assert.equal(f2.code, 1);
     assert.match(
       f2.stderr,
@@ -721,18 +691,12 @@ describe("Dockerfile builds, natively, against buildah", () => {
     ];
     for (const [text, re] of bad) {
       await writeFile(path.join(ctx, "Dockerfile"), text);
-      const b = await polyarch(
-        ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/arm64", "-o", `oci:${out}`],
-        { env: env() },
-      );
+      const b = await dfBuild(ctx, ["-p", "linux/arm64", "-o", `oci:${out}`]);
       assert.equal(b.code, 1, text);
       assert.match(b.stderr, re, text);
       assert.doesNotMatch(b.stderr, /internal error/);
     }
-    const t = await polyarch(
-      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "--target", "nope", "--dry-run"],
-      { env: env() },
-    );
+    const t = await dfBuild(ctx, ["--target", "nope", "--dry-run"]);
     assert.match(t.stderr, /has no stage named "nope"/);
   });
 

@@ -110,28 +110,18 @@ export class BuildahBackend implements StageBackend {
       `oci:${path.join(dir, "layout")}:stage`,
       req.context,
     ];
-    let r;
-    try {
-      r = await this.#exec("buildah", args, {
-        env: { ...this.#env, CONTAINERS_STORAGE_CONF: await this.#storageConf() },
-        ...(req.signal ? { signal: req.signal } : {}),
-      });
-    } catch (e) {
-      throw new PolyarchError({
-        code: "E_TOOLCHAIN",
-        message: "buildah could not be started",
-        hint: "Install buildah (Debian: apt-get install buildah), or keep the Dockerfile to native steps.",
-        cause: e,
-      });
-    }
-    if (r.code !== 0) {
-      const tail = `${r.stderr}${r.stdout}`.trimEnd().split("\n").slice(-20).join("\n");
-      throw new PolyarchError({
-        code: "E_STAGE",
-        message: `buildah failed to build stage ${req.df.stages[req.stage]!.name ?? req.stage} of ${req.df.file} for ${formatPlatform(req.platform)}:\n${tail}`,
-        hint: "Fix the step buildah reports above; nothing was published.",
-      });
-    }
+    await runBuilder(
+      this.#exec,
+      "buildah",
+      args,
+      { ...this.#env, CONTAINERS_STORAGE_CONF: await this.#storageConf() },
+      req,
+      {
+        name: this.name,
+        install: "Install buildah (Debian: apt-get install buildah), or keep the Dockerfile to native steps.",
+        fix: "Fix the step buildah reports above; nothing was published.",
+      },
+    );
     return path.join(dir, "layout");
   }
 }
@@ -202,28 +192,11 @@ export class BuildkitBackend implements StageBackend {
           })()
         : []),
     ];
-    let r;
-    try {
-      r = await this.#exec("buildctl", args, {
-        env: this.#env,
-        ...(req.signal ? { signal: req.signal } : {}),
-      });
-    } catch (e) {
-      throw new PolyarchError({
-        code: "E_TOOLCHAIN",
-        message: "buildctl could not be started",
-        hint: "Install BuildKit's buildctl, or map no platform to a BuildKit builder.",
-        cause: e,
-      });
-    }
-    if (r.code !== 0) {
-      const tail = `${r.stderr}${r.stdout}`.trimEnd().split("\n").slice(-20).join("\n");
-      throw new PolyarchError({
-        code: "E_STAGE",
-        message: `${this.name} failed to build stage ${req.df.stages[req.stage]!.name ?? req.stage} of ${req.df.file} for ${formatPlatform(req.platform)}:\n${tail}`,
-        hint: "Fix the step the builder reports above, or check that the daemon is reachable; nothing was published.",
-      });
-    }
+    await runBuilder(this.#exec, "buildctl", args, this.#env, req, {
+      name: this.name,
+      install: "Install BuildKit's buildctl, or map no platform to a BuildKit builder.",
+      fix: "Fix the step the builder reports above, or check that the daemon is reachable; nothing was published.",
+    });
     const layout = path.join(dir, "layout");
     await mkdir(layout, { recursive: true });
     const x = await this.#exec("tar", ["-xf", path.join(dir, "out.tar"), "-C", layout]);
@@ -234,6 +207,36 @@ export class BuildkitBackend implements StageBackend {
         hint: "Check the disk space of polyarch's cache.",
       });
     return layout;
+  }
+}
+
+/** Runs a builder's command line; a failure to start or a non-zero exit is one clear error with its output's tail. */
+async function runBuilder(
+  exec: Exec,
+  program: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+  req: StageRequest,
+  text: { name: string; install: string; fix: string },
+): Promise<void> {
+  let r;
+  try {
+    r = await exec(program, args, { env, ...(req.signal ? { signal: req.signal } : {}) });
+  } catch (e) {
+    throw new PolyarchError({
+      code: "E_TOOLCHAIN",
+      message: `${program} could not be started`,
+      hint: text.install,
+      cause: e,
+    });
+  }
+  if (r.code !== 0) {
+    const tail = `${r.stderr}${r.stdout}`.trimEnd().split("\n").slice(-20).join("\n");
+    throw new PolyarchError({
+      code: "E_STAGE",
+      message: `${text.name} failed to build stage ${req.df.stages[req.stage]!.name ?? req.stage} of ${req.df.file} for ${formatPlatform(req.platform)}:\n${tail}`,
+      hint: text.fix,
+    });
   }
 }
 
