@@ -367,6 +367,43 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("files of a per-platform base keep their own platform's contents when native steps change them", async () => {
+    // Same path, same size, different bytes per platform: spooled base files must not collide.
+    const ctx = path.join(work, "perplat");
+    for (const a of ["amd64", "arm64"]) {
+      await mkdir(path.join(ctx, a), { recursive: true });
+      await writeFile(path.join(ctx, a, "arch"), `${a}\n`);
+      await writeFile(path.join(ctx, a, "big"), `${a}\n`.repeat(50_000));
+    }
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/ /etc/\n",
+    );
+    const baseOut = path.join(work, "perplat-base");
+    const b = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${baseOut}`]);
+    assert.equal(b.code, 0, b.stderr);
+    const ctx2 = path.join(work, "perplat2");
+    await mkdir(ctx2, { recursive: true });
+    await writeFile(
+      path.join(ctx2, "Dockerfile"),
+      `FROM oci:${baseOut}:latest\nRUN chmod 0600 /etc/arch /etc/big\n`,
+    );
+    const out = path.join(work, "perplat-out");
+    const r = await dfBuild(ctx2, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
+    assert.equal(r.code, 0, r.stderr);
+    const { readFile } = await import("node:fs/promises");
+    for (const arch of ["amd64", "arm64"]) {
+      const dir = await tempDir("pp");
+      try {
+        const rootfs = await unpack(out, arch, dir);
+        assert.equal(await readFile(`${rootfs}/etc/arch`, "utf8"), `${arch}\n`, `${arch}: its own /etc/arch`);
+        assert.equal(await readFile(`${rootfs}/etc/big`, "utf8"), `${arch}\n`.repeat(50_000));
+      } finally {
+        await cleanup(dir);
+      }
+    }
+  });
+
   it("COPY --from an image reads that image's files for each platform, natively", async () => {
     const ctx = path.join(work, "fromimage");
     await mkdir(ctx, { recursive: true });

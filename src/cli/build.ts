@@ -130,7 +130,7 @@ export async function runBuild(
       throw new PolyarchError({
         code: "E_INPUT",
         message: `--builder "${b}" is not <platform>=<endpoint>`,
-        hint: "Write --builder linux/arm64=tcp://arm-node:1234 (a BuildKit daemon) or --builder linux/amd64=buildah.",
+        hint: "Write --builder linux/arm64=tcp://arm-node:1234 (a BuildKit daemon), --builder linux/arm64=docker+ssh://user@arm-node (a Docker engine) or --builder linux/amd64=buildah.",
       });
     builders[formatPlatform(parsePlatformList([b.slice(0, eq)])[0]!)] = b.slice(eq + 1);
   }

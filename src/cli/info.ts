@@ -1,6 +1,7 @@
 import { PolyarchError } from "../errors.js";
 import { readGit } from "../git/index.js";
-import { exec } from "../util/exec.js";
+import { exec, onPath } from "../util/exec.js";
+import { parseDockerEndpoint } from "../builder/dockerfile/backends.js";
 import { formatPlatform, hostPlatform } from "../platform/index.js";
 import type { CliIO } from "./_io.js";
 import { makeClient } from "./_registry.js";
@@ -25,6 +26,26 @@ export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
     if (ok === false) failed++;
     io.stdout.write(
       `${ok === true ? "ok  " : ok === "warn" ? "warn" : "FAIL"}  ${what.padEnd(28)} ${detail}\n`,
+    );
+  };
+  /** A Docker engine builder: reachable, its version and native platform. */
+  const checkDocker = async (platform: string, endpoint: string, required: boolean) => {
+    const d = parseDockerEndpoint(endpoint)!;
+    const v = await exec(
+      "docker",
+      ["version", "--format", "{{.Server.Version}} {{.Server.Os}}/{{.Server.Arch}}"],
+      {
+        env: { ...io.env, ...(d.host ? { DOCKER_HOST: d.host } : {}) },
+      },
+    ).catch(() => undefined);
+    const [version, native] = v?.code === 0 ? v.stdout.trim().split(" ") : [];
+    const fits = platform === "local" || native === platform;
+    line(
+      v?.code === 0 ? (fits ? true : "warn") : required ? false : "warn",
+      `builder ${platform}`,
+      v?.code === 0
+        ? `${endpoint}: Docker ${version}, native ${native}${fits ? "" : ` (${platform} runs under the engine's emulation)`}`
+        : `${endpoint}: ${v ? "engine not reachable" : "docker CLI not found"}`,
     );
   };
   const go = await exec(io.env["POLYARCH_GO"] || "go", ["env", "GOVERSION"], { env: io.env }).catch(
@@ -64,16 +85,23 @@ export async function runInfo(flags: InfoFlags, io: CliIO): Promise<number> {
   // The builder Dockerfile stages that need a process go to.
   const dockerImages = config?.images.filter((i) => i.dockerfile).length ?? 0;
   const bh = await exec("buildah", ["--version"], { env: io.env }).catch(() => undefined);
-  line(
-    bh?.code === 0 ? true : dockerImages ? false : "warn",
-    "builder buildah",
-    bh?.code === 0
-      ? `${bh.stdout.trim()}: native for ${formatPlatform({ ...hostPlatform(), os: "linux" })}, other platforms through qemu-user`
-      : "not found: Dockerfile stages that need a process cannot run (apt-get install buildah)",
-  );
-  // Each BuildKit builder in polyarch.yaml: reachable, and the platforms it runs.
+  const host = formatPlatform({ ...hostPlatform(), os: "linux" });
+  if (bh?.code === 0 || !onPath("docker", io.env))
+    line(
+      bh?.code === 0 ? true : dockerImages ? false : "warn",
+      "builder buildah",
+      bh?.code === 0
+        ? `${bh.stdout.trim()}: native for ${host}, other platforms through qemu-user`
+        : "not found: Dockerfile stages that need a process cannot run (apt-get install buildah, or docker.io)",
+    );
+  else await checkDocker("local", "docker", dockerImages > 0);
+  // Each builder in polyarch.yaml: reachable, and the platforms it runs.
   for (const [platform, endpoint] of Object.entries(config?.builders ?? {})) {
     if (endpoint === "buildah") continue;
+    if (parseDockerEndpoint(endpoint)) {
+      await checkDocker(platform, endpoint, true);
+      continue;
+    }
     const w = await exec("buildctl", ["--addr", endpoint, "debug", "workers"], { env: io.env }).catch(
       () => undefined,
     );

@@ -4,6 +4,7 @@
  */
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { PolyarchError } from "../errors.js";
+import { isBuilderEndpoint } from "../builder/dockerfile/backends.js";
 import type { TagRule } from "../tags/index.js";
 
 export interface ImageConfigFile {
@@ -44,7 +45,7 @@ export interface PolyarchFile {
   environments: Record<string, EnvironmentConfig>;
   defaultEnvironment?: string;
   mirror?: { to?: string; images: string[] };
-  /** Dockerfile builders by platform: "buildah" or a BuildKit daemon (tcp://, unix://). */
+  /** Dockerfile builders by platform: "buildah", "docker[+<DOCKER_HOST>]" or a BuildKit daemon (tcp://, unix://). */
   builders?: Record<string, string>;
   test?: string;
   lint?: string;
@@ -340,10 +341,10 @@ function validate(root: unknown, file: string): PolyarchFile {
     for (const [k, v] of Object.entries(b)) {
       if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(k))
         throw new Located(["builders", k], `"${k}" is not a platform (write linux/arm64)`);
-      if (v !== "buildah" && !/^(tcp|unix):\/\/\S+$/.test(v))
+      if (!isBuilderEndpoint(v))
         throw new Located(
           ["builders", k],
-          `"${v}" is not a builder: buildah, tcp://host:port or unix:///path`,
+          `"${v}" is not a builder: buildah, docker[+ssh://host|+unix:///path][?network=host], or a BuildKit daemon as tcp://host:port or unix:///path`,
         );
     }
     out.builders = b;

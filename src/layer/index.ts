@@ -155,7 +155,15 @@ export async function writeLayer(
   opts: TarOptions,
   dest: string,
 ): Promise<LayerBlob> {
-  const sorted = normalizeEntries(entries);
+  return gzipLayer(tarStream(normalizeEntries(entries), opts), dest);
+}
+
+/**
+ * Compresses an uncompressed layer tar (any stream of its bytes) with polyarch's encoder into
+ * `dest` (via a temp file and rename): the descriptor of the compressed blob and the diffID of
+ * the tar. Used for layers polyarch writes and for layers a builder hands back uncompressed.
+ */
+export async function gzipLayer(tar: AsyncIterable<Uint8Array>, dest: string): Promise<LayerBlob> {
   await mkdir(path.dirname(dest), { recursive: true });
   const tmp = `${dest}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   const fh = await open(tmp, "wx", 0o644);
@@ -173,7 +181,7 @@ export async function writeLayer(
     pending = [];
   };
   try {
-    for await (const chunk of tarStream(sorted, opts)) {
+    for await (const chunk of tar) {
       uncompressed.update(chunk);
       gz.push(chunk);
       if (pending.length) await flush();

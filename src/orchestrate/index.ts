@@ -25,9 +25,11 @@ import {
   BuildahBackend,
   Builders,
   BuildkitBackend,
+  DockerBackend,
+  parseDockerEndpoint,
   type StageBackend,
 } from "../builder/dockerfile/backends.js";
-import { type Exec, exec } from "../util/exec.js";
+import { type Exec, exec, onPath } from "../util/exec.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { type PushStats, RegistryPublisher } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
@@ -202,15 +204,19 @@ export class Orchestrator {
       if (endpoint === "buildah") return new BuildahBackend({ exec: run, cacheDir: t.cacheDir, env: t.env });
       if (/^(tcp|unix):\/\//.test(endpoint))
         return new BuildkitBackend({ exec: run, addr: endpoint, cacheDir: t.cacheDir, env: t.env });
+      const docker = parseDockerEndpoint(endpoint);
+      if (docker) return new DockerBackend({ exec: run, endpoint: docker, cacheDir: t.cacheDir, env: t.env });
       throw new PolyarchError({
         code: "E_INPUT",
         message: `builder "${endpoint}" is not one polyarch knows`,
-        hint: "Use buildah, or a BuildKit daemon as tcp://host:port or unix:///path.",
+        hint: "Use buildah, docker (or docker+ssh://host, docker+unix:///path), or a BuildKit daemon as tcp://host:port or unix:///path.",
       });
     };
     const byPlatform = new Map<string, StageBackend>();
     for (const [p, endpoint] of Object.entries(t.builders ?? {})) byPlatform.set(p, make(endpoint));
-    return new Builders(make("buildah"), byPlatform, { ...hostPlatform(), os: "linux" });
+    // The local builder: buildah when it is installed, else the user's Docker engine, else buildah (whose absence is then said).
+    const local = onPath("buildah", t.env) || !onPath("docker", t.env) ? "buildah" : "docker";
+    return new Builders(make(local), byPlatform, { ...hostPlatform(), os: "linux" });
   }
 
   /** The builder for a request (the one place builders are chosen). */

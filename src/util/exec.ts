@@ -66,3 +66,16 @@ function isDir(p: string): boolean {
     return false;
   }
 }
+
+/** True when `program` is an executable file in one of PATH's directories. */
+export function onPath(program: string, env: Record<string, string | undefined>): boolean {
+  return (env["PATH"] ?? "").split(":").some((d) => {
+    if (!d) return false;
+    try {
+      const st = statSync(`${d}/${program}`);
+      return st.isFile() && (st.mode & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+}

@@ -9,9 +9,10 @@
  * which every unnamed FROM carries `AS polyarch-stage-<n>` (indexes in --from still work),
  * and FROM --platform carries the platform polyarch planned. Single-line FROMs only.
  */
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
+import { importDockerArchive } from "../../layout/docker-archive.js";
 import { formatPlatform, type Platform } from "../../platform/index.js";
 import type { Exec } from "../../util/exec.js";
 import type { Dockerfile } from "./parse.js";
@@ -206,6 +207,122 @@ export class BuildkitBackend implements StageBackend {
         message: `cannot unpack ${this.name}'s result: ${x.stderr.trim()}`,
         hint: "Check the disk space of polyarch's cache.",
       });
+    return layout;
+  }
+}
+
+/** A Docker engine endpoint as `--builder` and `builders:` write it. */
+export interface DockerEndpoint {
+  /** DOCKER_HOST for the engine (unix://, tcp://, ssh://); absent, the user's own setting. */
+  host?: string;
+  /** The network RUN steps get (`docker build --network`), e.g. host on an engine without a bridge. */
+  network?: string;
+}
+
+/** Parses `docker`, `docker+<DOCKER_HOST>` and either with `?network=<mode>`; undefined for other builders. */
+export function parseDockerEndpoint(endpoint: string): DockerEndpoint | undefined {
+  const m = /^docker(?:\+((?:unix|tcp|ssh|npipe):\/\/[^?]*))?(?:\?network=([a-z0-9_.-]+))?$/.exec(endpoint);
+  if (!m) return undefined;
+  return { ...(m[1] ? { host: m[1] } : {}), ...(m[2] ? { network: m[2] } : {}) };
+}
+
+/** True for an endpoint `--builder`/`builders:` accept: buildah, a BuildKit daemon, a Docker engine. */
+export function isBuilderEndpoint(v: string): boolean {
+  return v === "buildah" || /^(tcp|unix):\/\/\S+$/.test(v) || parseDockerEndpoint(v) !== undefined;
+}
+
+/**
+ * A Docker engine (the user's DOCKER_HOST, or one named in the endpoint, `ssh://` included),
+ * one platform per `docker build`. The engine's BuildKit is used (DOCKER_BUILDKIT=1); a
+ * client without it (a newer CLI lacking buildx) falls back to the engine's classic builder.
+ * The stage's image comes back through `docker save` and is imported into a layout; the
+ * engine keeps its own build cache (no registry cache-from/to through the plain CLI).
+ */
+export class DockerBackend implements StageBackend {
+  readonly name: string;
+  readonly #exec: Exec;
+  readonly #endpoint: DockerEndpoint;
+  readonly #out: string;
+  readonly #env: Record<string, string | undefined>;
+  constructor(opts: {
+    exec: Exec;
+    endpoint: DockerEndpoint;
+    cacheDir: string;
+    env: Record<string, string | undefined>;
+  }) {
+    this.#exec = opts.exec;
+    this.#endpoint = opts.endpoint;
+    this.#out = path.join(opts.cacheDir, "delegated");
+    this.#env = { ...opts.env, ...(opts.endpoint.host ? { DOCKER_HOST: opts.endpoint.host } : {}) };
+    this.name = `docker${opts.endpoint.host ? ` ${opts.endpoint.host}` : ""}`;
+  }
+
+  async buildStage(req: StageRequest): Promise<string> {
+    await mkdir(this.#out, { recursive: true });
+    const dir = await mkdtemp(path.join(this.#out, "stage-"));
+    const named = await namedDockerfile(req, dir);
+    const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
+    const iid = path.join(dir, "iid");
+    const args = [
+      "build",
+      "--platform",
+      formatPlatform(req.platform),
+      "-f",
+      named,
+      "--target",
+      target,
+      ...Object.entries(req.buildArgs).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]),
+      "--build-arg",
+      `SOURCE_DATE_EPOCH=${req.sourceDateEpoch}`,
+      ...(this.#endpoint.network ? ["--network", this.#endpoint.network] : []),
+      "--iidfile",
+      iid,
+      req.context,
+    ];
+    const text = {
+      name: this.name,
+      install:
+        "Install the Docker CLI (Debian: apt-get install docker.io), or map no platform to a docker builder.",
+      fix: "Fix the step the engine reports above, or check that it is reachable (docker version); nothing was published.",
+    };
+    try {
+      await runBuilder(this.#exec, "docker", args, { ...this.#env, DOCKER_BUILDKIT: "1" }, req, text);
+    } catch (e) {
+      // A CLI whose BuildKit lives in a missing buildx plugin: the engine's classic builder.
+      if (!(e instanceof PolyarchError && /buildx component is missing/.test(e.message))) throw e;
+      // The classic builder does not set the automatic platform args: they are passed as build args.
+      const p = req.platform;
+      const auto = {
+        TARGETPLATFORM: formatPlatform(p),
+        TARGETOS: p.os,
+        TARGETARCH: p.architecture,
+        TARGETVARIANT: p.variant ?? "",
+      };
+      const classic = [
+        ...args.slice(0, 1),
+        ...Object.entries(auto)
+          .filter(([k]) => !(k in req.buildArgs))
+          .flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]),
+        ...args.slice(1),
+      ];
+      await runBuilder(this.#exec, "docker", classic, { ...this.#env, DOCKER_BUILDKIT: "0" }, req, text);
+    }
+    const id = (await readFile(iid, "utf8")).trim();
+    const saved = path.join(dir, "saved");
+    await mkdir(saved);
+    const tar = path.join(dir, "image.tar");
+    const save = await this.#exec("docker", ["save", "-o", tar, id], { env: this.#env });
+    const x = save.code === 0 ? await this.#exec("tar", ["-xf", tar, "-C", saved]) : save;
+    if (x.code !== 0)
+      throw new PolyarchError({
+        code: "E_STAGE",
+        message: `cannot take ${this.name}'s result back: ${x.stderr.trim()}`,
+        hint: "Check the engine (docker version) and the disk space of polyarch's cache.",
+      });
+    const layout = path.join(dir, "layout");
+    await importDockerArchive(saved, layout, "stage");
+    await rm(saved, { recursive: true, force: true });
+    await rm(tar, { force: true });
     return layout;
   }
 }

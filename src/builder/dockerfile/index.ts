@@ -22,7 +22,7 @@ import { OciLayout } from "../../layout/index.js";
 import { layoutArtifact } from "../../layout/artifact.js";
 import { baseFromImage } from "../../image/base.js";
 import { NeedsBuilder, runStage, StageState } from "./native.js";
-import { spoolDir, type Tree } from "./tree.js";
+import { type Spool, spoolDir, type Tree } from "./tree.js";
 
 export interface DockerfileBuildOptions {
   /** The Dockerfile, absolute. */
@@ -51,7 +51,7 @@ export interface DockerfileBuildOptions {
 export class DockerfileBuilder implements Builder {
   readonly #o: DockerfileBuildOptions;
   #df: Dockerfile | undefined;
-  #spool = "";
+  #spool: Spool | undefined;
   constructor(opts: DockerfileBuildOptions) {
     this.#o = opts;
   }
@@ -95,7 +95,7 @@ export class DockerfileBuilder implements Builder {
     // Layers compress in the background while steps go on: as many at once as there are cores.
     const pool = new LayerPool(Math.max(1, o.jobs));
     const spool = await spoolDir();
-    this.#spool = spool.dir;
+    this.#spool = spool;
     const name = path.basename(o.context);
     emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });
     const tally = new Map<string, number>();
@@ -118,10 +118,10 @@ export class DockerfileBuilder implements Builder {
             else if (stage.base.kind === "image")
               state = new StageState(
                 stage.platform,
-                spool.dir,
+                spool,
                 await o.resolveBase(stage.base.ref, stage.platform, opts.signal),
               );
-            else state = new StageState(stage.platform, spool.dir);
+            else state = new StageState(stage.platform, spool);
             const t0 = performance.now();
             const step = `stage ${stage.name ?? stage.index}`;
             emit({ type: "step-start", platform: plan.platform, step });
@@ -196,7 +196,7 @@ export class DockerfileBuilder implements Builder {
     let p = this.#imageTrees.get(key);
     if (!p) {
       p = (async () =>
-        new StageState(platform, this.#spool, await this.#o.resolveBase(ref, platform, signal)).tree())();
+        new StageState(platform, this.#spool!, await this.#o.resolveBase(ref, platform, signal)).tree())();
       this.#imageTrees.set(key, p);
     }
     return p;
@@ -239,7 +239,7 @@ export class DockerfileBuilder implements Builder {
         hint: "This is a bug in polyarch.",
       });
     const base = await baseFromImage(img);
-    const state = new StageState(platform, this.#spool, base);
+    const state = new StageState(platform, this.#spool!, base);
     return state;
   }
 

@@ -19,7 +19,7 @@ import { ContextFs, expandSource, patternRegex, type SourceFs, TreeFs } from "./
 import { type Dockerfile, type Instruction, syntaxError } from "./parse.js";
 import type { StagePlan, StepPlan } from "./plan.js";
 import { expandHeredoc, keyValues, processWord, processWords } from "./shell.js";
-import { type Node, parentKey, Tree, treeKey } from "./tree.js";
+import { type Node, parentKey, type Spool, Tree, treeKey } from "./tree.js";
 import type { FsOp } from "./trivial.js";
 
 export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -44,7 +44,7 @@ export class StageState {
   /** ARG values in scope (expansion sees ENV first, then these). */
   args = new Map<string, string>();
   #tree: Tree | undefined;
-  readonly #spool: { dir: string; seq: { n: number } };
+  readonly #spool: Spool;
 
   /** Where spooled contents go (base layers, ADD archives). */
   get spoolDir(): string {
@@ -54,11 +54,11 @@ export class StageState {
     return this.#spool.seq;
   }
 
-  constructor(platform: Platform, spool: string, base?: BaseImage) {
+  constructor(platform: Platform, spool: Spool, base?: BaseImage) {
     this.platform = platform;
     this.base = base;
     this.config = structuredClone(base?.config.config ?? {});
-    this.#spool = { dir: spool, seq: { n: 0 } };
+    this.#spool = spool;
     if (!(this.config.Env ?? []).some((e) => e.startsWith("PATH=")))
       this.config.Env = [DEFAULT_PATH, ...(this.config.Env ?? [])];
   }
@@ -85,8 +85,7 @@ export class StageState {
   /** A copy for `FROM <stage>`: the same files, layers and config, its own from here on. */
   async fork(): Promise<StageState> {
     await this.settle();
-    const s = new StageState(this.platform, this.#spool.dir, this.base);
-    s.#spool.seq = this.#spool.seq;
+    const s = new StageState(this.platform, this.#spool, this.base);
     s.layers = [...this.layers];
     s.config = structuredClone(this.config);
     s.author = this.author;

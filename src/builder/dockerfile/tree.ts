@@ -238,9 +238,18 @@ function fsError(message: string): PolyarchError {
   return new PolyarchError({ code: "E_INPUT", message, hint: "Check the paths the Dockerfile step uses." });
 }
 
+/**
+ * Where spooled contents go: one directory and one counter for every stage and platform of a
+ * build, so no two spooled files ever share a name.
+ */
+export interface Spool {
+  dir: string;
+  seq: { n: number };
+}
+
 /** A scratch directory for spooled contents, removed with `close`. */
-export async function spoolDir(): Promise<{ dir: string; close: () => Promise<void> }> {
+export async function spoolDir(): Promise<Spool & { close: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "polyarch-df-"));
   await mkdir(dir, { recursive: true });
-  return { dir, close: () => rm(dir, { recursive: true, force: true }) };
+  return { dir, seq: { n: 0 }, close: () => rm(dir, { recursive: true, force: true }) };
 }

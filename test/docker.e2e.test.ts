@@ -1,0 +1,220 @@
+/**
+ * The real Docker engine (Debian's docker.io, started by the test on a unix socket) on both
+ * sides of a Dockerfile build (issue 9 §4 and "How we will know"):
+ * - as a builder: a stage that needs a process goes to the engine per platform (arm64 under
+ *   the engine's binfmt emulation), its result comes back through `docker save`;
+ * - as a consumer: what polyarch pushes is pulled by `docker pull --platform` for amd64 and
+ *   arm64 and run with `docker run`, and the seeds' shapes answer.
+ */
+import assert from "node:assert/strict";
+import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type RunningDocker, startDocker } from "../src/testing/docker.js";
+import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
+import { eventually, freePort, httpGet, mustRun } from "../src/testing/tools.js";
+import { cleanup, gitExample, gitRepo, polyarch } from "./_fixture.js";
+
+const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
+let work: string;
+let engine: RunningDocker;
+let reg: RunningRegistry;
+let base: string; // a linux/amd64 + linux/arm64 busybox base in the registry, built by polyarch
+const env = () => ({
+  POLYARCH_CACHE_DIR: path.join(work, "cache"),
+  SOURCE_DATE_EPOCH: "1700000000",
+  // The engine's own CLI first: the machine may carry another docker client on PATH.
+  PATH: `${path.join(work, "bin")}:${process.env["PATH"]}`,
+});
+
+before(async () => {
+  work = await import("node:fs/promises").then((f) => f.mkdtemp(path.join(os.tmpdir(), "polyarch-docker-")));
+  await import("node:fs/promises")
+    .then((f) => f.stat(ARM_BUSYBOX))
+    .catch(() => {
+      throw new Error(
+        `${ARM_BUSYBOX} is missing: run bash .ci/setup, which fetches it from the machine's Debian mirror`,
+      );
+    });
+  [engine, reg] = await Promise.all([startDocker(), startRegistry()]);
+  await mkdir(path.join(work, "bin"));
+  await symlink(engine.cli, path.join(work, "bin", "docker"));
+  // The base: busybox per architecture, assembled natively by polyarch and pushed.
+  const ctx = path.join(work, "base");
+  for (const [arch, bb] of [
+    ["amd64", "/bin/busybox"],
+    ["arm64", ARM_BUSYBOX],
+  ] as const) {
+    const root = path.join(ctx, `rootfs-${arch}`);
+    await mkdir(path.join(root, "bin"), { recursive: true });
+    await mkdir(path.join(root, "etc"), { recursive: true });
+    await copyFile(bb, path.join(root, "bin", "busybox"));
+    for (const c of ["sh", "cat", "uname", "mkdir", "echo"])
+      await symlink("busybox", path.join(root, "bin", c));
+    await writeFile(
+      path.join(root, "etc", "passwd"),
+      "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
+    );
+    await writeFile(path.join(root, "etc", "group"), "root:x:0:\napp:x:1000:\n");
+  }
+  await writeFile(
+    path.join(ctx, "Dockerfile"),
+    "FROM scratch\nARG TARGETARCH\nCOPY rootfs-${TARGETARCH}/ /\n",
+  );
+  base = `${reg.host}/base/busybox:1`;
+  const r = await polyarch(
+    ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--push", base],
+    { env: env() },
+  );
+  assert.equal(r.code, 0, r.stderr);
+});
+after(async () => {
+  await Promise.allSettled([engine?.stop(), reg?.stop()]);
+  await cleanup(work);
+});
+
+describe("the Docker engine as a Dockerfile builder and as the consumer", () => {
+  it("a build stage goes to the engine per platform; seed 004's final stage is native; docker pulls and runs both platforms", async () => {
+    const src = await gitExample("hello", path.join(work, "src"));
+    const ctx = path.join(work, "seed004");
+    await mkdir(ctx, { recursive: true });
+    for (const arch of ["amd64", "arm64"])
+      await mustRun("go", ["build", "-trimpath", "-o", path.join(ctx, `hello-${arch}`), "."], {
+        cwd: src,
+        env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
+      });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        `FROM ${base} AS prelim`,
+        "ARG TARGETARCH",
+        'RUN mkdir -p /go/bin && echo "soda for $TARGETARCH built on $(uname -m)" > /go/bin/soda',
+        `FROM ${base}`,
+        "ARG TARGETARCH",
+        "RUN mkdir /app",
+        "ADD hello-${TARGETARCH} /app/hello",
+        "COPY --from=prelim /go/bin/soda /bin/",
+        "WORKDIR /app",
+        'ENTRYPOINT ["/app/hello"]',
+      ].join("\n"),
+    );
+    const endpoint = `docker+${engine.host}?network=host`;
+    const image = `${reg.host}/seed004/hello:1`;
+    const r = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "--builder",
+        `linux/amd64=${endpoint}`,
+        "--builder",
+        `linux/arm64=${endpoint}`,
+        "--push",
+        image,
+      ],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    for (const p of ["linux/amd64", "linux/arm64"])
+      assert.match(r.stderr, new RegExp(`stage prelim done for ${p} in .* on docker ${engine.host}`));
+    assert.match(r.stderr, /stage 1 done for linux\/arm64 in [0-9.]+s\n/, "the final stage is native");
+    assert.match(r.stderr, /Dockerfile: 12 steps ran natively, 4 on docker /);
+    for (const [platform, cpu] of [
+      ["linux/amd64", "x86_64"],
+      ["linux/arm64", "aarch64"],
+    ] as const) {
+      await engine.docker(["pull", "-q", "--platform", platform, image]);
+      const arch = await engine.docker(["image", "inspect", "--format", "{{.Architecture}}", image]);
+      assert.equal(arch.trim(), platform.split("/")[1]);
+      const soda = await engine.docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "cat",
+        image,
+        "/bin/soda",
+      ]);
+      assert.equal(
+        soda,
+        `soda for ${platform.split("/")[1]} built on ${cpu}\n`,
+        `${platform}: the delegated stage ran for it`,
+      );
+      const port = await freePort();
+      const name = `hello-${platform.replaceAll("/", "-")}`;
+      await engine.docker([
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-e",
+        `PORT=${port}`,
+        image,
+      ]);
+      try {
+        const res = await eventually(() => httpGet(`http://127.0.0.1:${port}/hello`), 30_000);
+        assert.equal(res.body, "hello\n", `${platform}: docker run answers /hello`);
+      } finally {
+        await engine.docker(["rm", "-f", name]).catch(() => "");
+      }
+      await engine.docker(["rmi", image]);
+    }
+  });
+
+  it("seed 001's FROM scratch + COPY, pushed by polyarch: docker pulls and runs each platform; polyarch info checks a docker builder", async () => {
+    const ctx = path.join(work, "seed001");
+    await mkdir(ctx, { recursive: true });
+    for (const arch of ["amd64", "arm64"]) {
+      await mkdir(path.join(ctx, arch));
+      await copyFile(arch === "amd64" ? "/bin/busybox" : ARM_BUSYBOX, path.join(ctx, arch, "busybox"));
+      await chmod(path.join(ctx, arch, "busybox"), 0o755);
+    }
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      'FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "uname", "-m"]\n',
+    );
+    const image = `${reg.host}/seed001/app:1`;
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--push", image],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, / on (docker|buildah)/, "native only");
+    for (const [platform, cpu] of [
+      ["linux/amd64", "x86_64"],
+      ["linux/arm64", "aarch64"],
+    ] as const) {
+      await engine.docker(["pull", "-q", "--platform", platform, image]);
+      assert.equal(await engine.docker(["run", "--rm", "--network", "none", image]), `${cpu}\n`);
+      await engine.docker(["rmi", image]);
+    }
+    // info: the engine is reachable and says its version and native platform.
+    const repo = path.join(work, "inforepo");
+    await mkdir(repo);
+    const git = await gitRepo(repo);
+    await copyFile(path.join(ctx, "Dockerfile"), path.join(repo, "Dockerfile"));
+    await writeFile(
+      path.join(repo, "polyarch.yaml"),
+      `images:\n  - name: app\n    dockerfile: Dockerfile\nplatforms: [linux/amd64]\nbuilders:\n  linux/amd64: docker+${engine.host}\n  linux/arm64: docker+unix://${work}/nothing.sock\n`,
+    );
+    await git("add", ".");
+    await git("commit", "-q", "-m", "x");
+    const info = await polyarch(["info"], { cwd: repo, env: env() });
+    assert.match(
+      info.stdout,
+      new RegExp(
+        `ok +builder linux/amd64 +docker\\+${engine.host.replaceAll("/", "\\/")}: Docker 20\\.10[^,]*, native linux/amd64`,
+      ),
+    );
+    assert.match(info.stdout, /FAIL +builder linux\/arm64 +docker\+unix:.*: engine not reachable/);
+    assert.notEqual(info.code, 0);
+  });
+});
