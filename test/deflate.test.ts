@@ -3,7 +3,18 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { BLOCK_SIZE, codeLengths, crc32, crc32Portable, GzipEncoder, gzip } from "../src/layer/deflate.js";
+import {
+  BLOCK_SIZE,
+  codeLengths,
+  crc32,
+  crc32Portable,
+  deflateSegment,
+  GZIP_HEADER,
+  GzipEncoder,
+  gzip,
+  gzipTrailer,
+  SEGMENT_SIZE,
+} from "../src/layer/deflate.js";
 import { noise, pieces } from "./_data.js";
 
 /** Something shaped like a program: instructions from a small vocabulary, strings, zero runs. */
@@ -47,6 +58,15 @@ const cases: [string, Buffer][] = [
   // An 8 KiB pattern repeated: matches at short distances across block boundaries.
   ["repeats inside the window", Buffer.concat(Array.from({ length: 40 }, () => noise(8, 8192)))],
   ["noise then zeros", Buffer.concat([noise(9, BLOCK_SIZE - 3), Buffer.alloc(BLOCK_SIZE + 5)])],
+  // Short with zero runs and bytes ≥ 144: a fixed-Huffman block with 9-bit literal codes.
+  [
+    "an ELF header (fixed Huffman, high literals)",
+    Buffer.from(
+      "7f454c4602010100000000000000000002003e0001000000a0a5480000000000400000000000000090010000000000000000",
+      "hex",
+    ),
+  ],
+  ["three segments and a bit", programLike(13, 3 * SEGMENT_SIZE + 777)],
 ];
 
 function chunked(data: Buffer, sizes: number[]): Buffer {
@@ -89,6 +109,32 @@ describe("gzip encoder", () => {
     ]) {
       assert.deepEqual(chunked(data, sizes), whole, `chunks of ${sizes.join("/")}`);
     }
+  });
+
+  it("picks the fixed code for a short block, and codes its 9-bit literals right", () => {
+    const data = cases.find(([n]) => n.startsWith("an ELF header"))![1];
+    const z = gzip(data);
+    assert.equal((z[10]! >> 1) & 3, 1, "a fixed-Huffman block");
+    assert.deepEqual(gunzipSync(z), data);
+  });
+
+  it("compresses segments apart into exactly the sequential bytes (what the worker pool relies on)", () => {
+    const big = programLike(14, 3 * SEGMENT_SIZE + 777);
+    for (const n of [100, SEGMENT_SIZE - 1, SEGMENT_SIZE, SEGMENT_SIZE + 1, 2 * SEGMENT_SIZE, big.length]) {
+      const data = big.subarray(0, n);
+      const parts: Uint8Array[] = [GZIP_HEADER];
+      for (let s = 0; ; s += SEGMENT_SIZE) {
+        const last = s + SEGMENT_SIZE >= n;
+        const dict = data.subarray(Math.max(0, s - 32 * 1024), s);
+        parts.push(deflateSegment(dict, data.subarray(s, Math.min(n, s + SEGMENT_SIZE)), last));
+        if (last) break;
+      }
+      parts.push(gzipTrailer(crc32(data, 0), n));
+      const joined = Buffer.concat(parts);
+      assert.deepEqual(joined, gzip(data), `${n} bytes`);
+      assert.deepEqual(gunzipSync(joined), Buffer.from(data), `${n} bytes round-trip`);
+    }
+    assert.throws(() => deflateSegment(new Uint8Array(0), new Uint8Array(10), false), /must be whole/);
   });
 
   it("writes a fixed gzip frame: no name, mtime 0, OS 3, CRC-32 and size trailer", () => {

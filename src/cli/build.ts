@@ -13,8 +13,7 @@ import {
 } from "../orchestrate/index.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
 import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
-import { validateTag } from "../ref/index.js";
-import { cacheRepository } from "../config/index.js";
+import { cacheRepository, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parsePairs, resolveSourceDateEpoch } from "./_resolve.js";

@@ -8,7 +8,7 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { addContext, PolyarchError } from "../errors.js";
 import { formatPlatform, parsePlatformList, type Platform } from "../platform/index.js";
-import { parseReference, type Reference } from "../ref/index.js";
+import { cacheRepository, parseReference, type Reference } from "../ref/index.js";
 import { DEFAULT_RULES, type TagRule } from "../tags/index.js";
 import { type ImageConfigFile, parsePolyarchFile, type PolyarchFile } from "./schema.js";
 
@@ -281,10 +281,4 @@ export async function checkImages(c: ResolvedConfig): Promise<void> {
       }
     }
   }
-}
-
-/** The repository a cache setting names (a tag or digest given is not part of it). */
-export function cacheRepository(text: string): string {
-  const r = parseReference(text);
-  return `${r.registry}/${r.repository}`;
 }

@@ -1,23 +1,18 @@
-/** Worker thread body: compresses one layer off the main thread (see pool.ts). */
+/** Worker thread body: compresses one segment of a layer off the main thread (see pool.ts). */
 import { parentPort } from "node:worker_threads";
-import { type LayerEntry, type TarOptions, writeLayer } from "./index.js";
+import { deflateSegment } from "./deflate.js";
 
 interface Job {
-  id: number;
-  entries: LayerEntry[];
-  opts: TarOptions;
-  dest: string;
+  dictionary: Uint8Array;
+  data: Uint8Array;
+  last: boolean;
 }
 
 parentPort?.on("message", (msg: Job) => {
-  writeLayer(msg.entries, msg.opts, msg.dest).then(
-    (blob) => parentPort?.postMessage({ id: msg.id, blob }),
-    (e: unknown) => {
-      const err = e as { message?: string; code?: string; hint?: string };
-      parentPort?.postMessage({
-        id: msg.id,
-        error: { message: err.message ?? String(e), code: err.code, hint: err.hint },
-      });
-    },
-  );
+  try {
+    const out = deflateSegment(msg.dictionary, msg.data, msg.last);
+    parentPort?.postMessage({ out }, [out.buffer as ArrayBuffer]);
+  } catch (e) {
+    parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
+  }
 });

@@ -14,6 +14,11 @@
  *   with, so the bytes out depend only on the bytes in;
  * - each block is written in whichever of dynamic Huffman, fixed Huffman or stored form is
  *   smallest, with optimal length-limited codes (package-merge);
+ * - input is also cut into segments of exactly SEGMENT_SIZE bytes: at each boundary the
+ *   stream is byte-aligned with an empty stored block (zlib's sync flush) and the match table
+ *   is rebuilt from the WINDOW bytes before it, exactly as an encoder primed with those bytes
+ *   as its dictionary would start (pigz's scheme). So segments can be compressed apart, in
+ *   worker threads, and joined into the very bytes one sequential encoder writes;
  * - a fixed gzip header: no name, mtime 0, OS 3 (Unix).
  *
  * Everything is integer arithmetic with deterministic tie-breaks, so the output is a pure
@@ -26,9 +31,13 @@ import zlib from "node:zlib";
  * Names this encoder's output format. Change it with any change that changes output bytes:
  * caches of compressed layers are keyed by it.
  */
-export const ENCODER_ID = "polyarch-gzip-1";
+export const ENCODER_ID = "polyarch-gzip-2";
 /** Bytes of input per deflate block. Part of the output format. */
 export const BLOCK_SIZE = 64 * 1024;
+/** Bytes of input per independently compressible segment (a multiple of BLOCK_SIZE). Part of the output format. */
+export const SEGMENT_SIZE = 16 * BLOCK_SIZE;
+/** The 10-byte gzip header: ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=3 (Unix). */
+export const GZIP_HEADER = Uint8Array.of(0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3);
 const WINDOW = 32 * 1024;
 const HASH_BITS = 15;
 const HASH_SHIFT = 32 - HASH_BITS;
@@ -232,14 +241,51 @@ export class GzipEncoder {
   #llLen = new Uint8Array(286);
   #dLen = new Uint8Array(30);
   /** Packed codes (see canonicalCodes) of the block being written. */
-  #llCode = new Int32Array(286);
+  #llCode = new Int32Array(288);
   #dCode = new Int32Array(30);
 
-  constructor(onData: (chunk: Uint8Array) => void) {
+  /** Raw deflate of one segment (no gzip frame), started from a dictionary: see deflateSegment. */
+  readonly #raw: boolean;
+  /** Input bytes compressed so far (segment boundaries are multiples of SEGMENT_SIZE). */
+  #consumed = 0;
+
+  constructor(onData: (chunk: Uint8Array) => void, raw?: { dictionary: Uint8Array }) {
     this.#onData = onData;
-    // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=3 (Unix)
-    this.#out.set([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
-    this.#op = 10;
+    this.#raw = raw !== undefined;
+    if (raw) {
+      const dict = raw.dictionary.subarray(Math.max(0, raw.dictionary.length - WINDOW));
+      this.#buf.set(dict, 0);
+      this.#pos = this.#end = dict.length;
+      this.#prime();
+    } else {
+      this.#out.set(GZIP_HEADER);
+      this.#op = GZIP_HEADER.length;
+    }
+  }
+
+  /** Enters the WINDOW bytes before #pos into an empty match table, in order (deflateSetDictionary). */
+  #prime(): void {
+    const b = this.#buf;
+    const table = this.#table.fill(EMPTY);
+    const vals = this.#vals;
+    const off = this.#offset;
+    for (let j = Math.max(0, this.#pos - WINDOW); j <= this.#pos - MIN_MATCH; j++) {
+      const v = b[j]! | (b[j + 1]! << 8) | (b[j + 2]! << 16) | (b[j + 3]! << 24);
+      const h = Math.imul(v, 0x1e35a7bd) >>> HASH_SHIFT;
+      table[h] = j + off;
+      vals[h] = v;
+    }
+  }
+
+  /** A segment boundary with more input to come: byte-align with an empty stored block, then re-prime. */
+  #syncFlush(): void {
+    this.#put(0, 1);
+    this.#put(0, 2);
+    if (this.#nbits > 0) this.#put(0, 8 - this.#nbits);
+    this.#out.set([0, 0, 0xff, 0xff], this.#op);
+    this.#op += 4;
+    this.#emit();
+    this.#prime();
   }
 
   push(data: Uint8Array): void {
@@ -256,8 +302,30 @@ export class GzipEncoder {
       while (this.#end - this.#pos > BLOCK_SIZE) {
         this.#block(this.#pos, this.#pos + BLOCK_SIZE, false);
         this.#pos += BLOCK_SIZE;
+        this.#consumed += BLOCK_SIZE;
+        // More input follows (strictly more than a block was pending): a boundary gets its flush.
+        if (this.#consumed % SEGMENT_SIZE === 0) this.#syncFlush();
       }
     }
+  }
+
+  /**
+   * For deflateSegment: `data` is the last block of a segment that is not the stream's last;
+   * compresses it as a non-final block and writes the boundary's sync flush.
+   */
+  flushSegment(data: Uint8Array): void {
+    this.push(data);
+    if (this.#end - this.#pos !== BLOCK_SIZE)
+      throw new Error("GzipEncoder: flushSegment off a block boundary");
+    this.#block(this.#pos, this.#end, false);
+    this.#pos = this.#end;
+    this.#put(0, 1);
+    this.#put(0, 2);
+    if (this.#nbits > 0) this.#put(0, 8 - this.#nbits);
+    this.#out.set([0, 0, 0xff, 0xff], this.#op);
+    this.#op += 4;
+    this.#done = true;
+    this.#emit();
   }
 
   finish(): void {
@@ -268,6 +336,7 @@ export class GzipEncoder {
     if (this.#nbits > 0) this.#out[this.#op++] = this.#bits & 0xff;
     this.#bits = 0;
     this.#nbits = 0;
+    if (this.#raw) return this.#emit();
     const t = [this.#crc, this.#size];
     for (const v of t) {
       this.#out[this.#op++] = v & 0xff;
@@ -474,7 +543,9 @@ export class GzipEncoder {
   #huffman(nt: number, llLen: Uint8Array, dLen: Uint8Array): void {
     const ll = this.#llCode;
     const dp = this.#dCode;
-    canonicalCodes(llLen, 286, ll);
+    // The fixed code has 288 lengths (RFC 1951 3.2.6); the two unused symbols still count
+    // when the canonical codes are assigned, or every 9-bit literal (144…255) is off by two.
+    canonicalCodes(llLen, llLen.length, ll);
     canonicalCodes(dLen, 30, dp);
     const st = writeTokens(this.#tokens, nt, ll, dp, this.#out, this.#op, this.#bits, this.#nbits);
     this.#op = st.op;
@@ -589,6 +660,47 @@ function runLengths(seq: Uint8Array): number {
     for (; run > 0; run--) emit(v, 0);
   }
   return n;
+}
+
+/**
+ * Raw deflate of one segment of a stream: `data` (at most SEGMENT_SIZE bytes, starting on a
+ * segment boundary), started from `dictionary` (the WINDOW bytes before it; empty for the
+ * first segment). A segment that is not the last ends with the sync flush the sequential
+ * encoder writes at that boundary; the last one ends its final block (padded to a byte). The
+ * gzip header, these segments in order, and gzipTrailer(crc32, size) of the whole input are
+ * exactly the bytes GzipEncoder writes for that input.
+ */
+export function deflateSegment(dictionary: Uint8Array, data: Uint8Array, last: boolean): Uint8Array {
+  if (data.length > SEGMENT_SIZE) throw new Error("deflateSegment: more than one segment of input");
+  const parts: Uint8Array[] = [];
+  const enc = new GzipEncoder((c) => parts.push(c), { dictionary });
+  if (last) {
+    enc.push(data);
+    enc.finish();
+  } else {
+    if (data.length !== SEGMENT_SIZE)
+      throw new Error("deflateSegment: a segment before the last must be whole");
+    // All blocks but the last through push; the last with the boundary's flush.
+    enc.push(data.subarray(0, SEGMENT_SIZE - BLOCK_SIZE));
+    enc.flushSegment(data.subarray(SEGMENT_SIZE - BLOCK_SIZE));
+  }
+  // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The 8-byte gzip trailer: CRC-32 and size modulo 2^32 of the uncompressed input, little-endian. */
+export function gzipTrailer(crc: number, size: number): Uint8Array {
+  const t = new Uint8Array(8);
+  const v = new DataView(t.buffer);
+  v.setUint32(0, crc >>> 0, true);
+  v.setUint32(4, size >>> 0, true);
+  return t;
 }
 
 /** gzip of a whole buffer (tests and small blobs). */

@@ -136,6 +136,11 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
   if (failed) throw failed;
 }
 
+/** The uncompressed tar of a layer's entries, streamed (normalised and sorted first). */
+export function layerTar(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
+  return tarStream(normalizeEntries(entries), opts);
+}
+
 /** The diffID (sha256 of the uncompressed tar) without compressing: cheap, used as a cache key. */
 export async function diffIdOf(
   entries: readonly LayerEntry[],

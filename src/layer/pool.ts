@@ -1,14 +1,30 @@
 /**
- * Layer compression in worker threads, so several layers compress at once while the main
- * thread keeps starting compiles. Output is identical to `writeLayer` on the main thread:
- * the same code runs, only elsewhere.
+ * Layer compression in worker threads. The main thread streams each layer's tar, hashes it
+ * (diffID) and cuts it into segments (deflate.ts, SEGMENT_SIZE); workers compress segments
+ * as they come, so one big layer (a 9 MB Go binary) uses every core, and several layers
+ * share the workers. The bytes are exactly those of the sequential encoder (`writeLayer` on
+ * the main thread): the segments are part of the format, not of the scheduling.
+ *
+ * Memory is bounded: at most `2 × workers + 1` segments of a layer are in flight before the
+ * oldest is written out.
  */
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import path from "node:path";
 import { Worker } from "node:worker_threads";
+import { Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
-import type { LayerBlob, LayerEntry, TarOptions } from "./index.js";
+import { MediaType } from "../manifest/index.js";
+import { crc32, GZIP_HEADER, gzipTrailer, SEGMENT_SIZE } from "./deflate.js";
+import { layerTar, type LayerBlob, type LayerEntry, type TarOptions } from "./index.js";
 
-interface Pending {
-  resolve: (b: LayerBlob) => void;
+/** Bytes of history a segment starts from (deflate's window). */
+const WINDOW = 32 * 1024;
+
+interface Task {
+  dictionary: Uint8Array;
+  data: Uint8Array;
+  last: boolean;
+  resolve: (out: Uint8Array) => void;
   reject: (e: unknown) => void;
 }
 
@@ -16,66 +32,144 @@ export class LayerPool {
   readonly #size: number;
   #workers: Worker[] = [];
   #idle: Worker[] = [];
-  #queue: (() => void)[] = [];
-  #pending = new Map<number, Pending>();
-  #next = 0;
+  #queue: Task[] = [];
+  #running = new Map<Worker, Task>();
+  #closed = false;
 
   constructor(size: number) {
     this.#size = Math.max(1, size);
   }
 
-  #spawn(): Worker {
-    const w = new Worker(new URL("./_worker.js", import.meta.url));
-    w.on(
-      "message",
-      (m: { id: number; blob?: LayerBlob; error?: { message: string; code?: string; hint?: string } }) => {
-        const p = this.#pending.get(m.id);
-        this.#pending.delete(m.id);
-        this.#release(w);
-        if (!p) return;
-        if (m.blob) p.resolve(m.blob);
-        else
-          p.reject(
-            new PolyarchError({
-              code: (m.error?.code as "E_TAR") ?? "E_INTERNAL",
-              message: m.error?.message ?? "layer worker failed",
-              hint: m.error?.hint ?? "Run again with --debug.",
-            }),
-          );
-      },
-    );
-    w.on("error", (e) => {
-      for (const [, p] of this.#pending) p.reject(e);
-      this.#pending.clear();
+  /** Every worker at once on first use: they boot while the first segment is read. */
+  #start(): void {
+    if (this.#workers.length) return;
+    for (let i = 0; i < this.#size; i++) {
+      const w = new Worker(new URL("./_worker.js", import.meta.url));
+      w.on("message", (m: { out?: Uint8Array; error?: string }) => {
+        const t = this.#running.get(w);
+        this.#running.delete(w);
+        this.#idle.push(w);
+        if (t) {
+          if (m.out) t.resolve(m.out);
+          else
+            t.reject(
+              new PolyarchError({
+                code: "E_INTERNAL",
+                message: `layer compression failed: ${m.error ?? "unknown error"}`,
+                hint: "Run again with --debug.",
+              }),
+            );
+        }
+        this.#dispatch();
+      });
+      w.on("error", (e) => {
+        const t = this.#running.get(w);
+        this.#running.delete(w);
+        t?.reject(e);
+      });
+      this.#workers.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  #dispatch(): void {
+    while (this.#idle.length && this.#queue.length) {
+      const w = this.#idle.pop()!;
+      const t = this.#queue.shift()!;
+      this.#running.set(w, t);
+      w.postMessage({ dictionary: t.dictionary, data: t.data, last: t.last }, [t.data.buffer as ArrayBuffer]);
+    }
+  }
+
+  #compress(dictionary: Uint8Array, data: Uint8Array, last: boolean): Promise<Uint8Array> {
+    if (this.#closed) return Promise.reject(new Error("LayerPool: closed"));
+    this.#start();
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ dictionary, data, last, resolve, reject });
+      this.#dispatch();
     });
-    this.#workers.push(w);
-    return w;
   }
 
-  #release(w: Worker): void {
-    const next = this.#queue.shift();
-    this.#idle.push(w);
-    next?.();
-  }
-
-  async #acquire(): Promise<Worker> {
-    const idle = this.#idle.pop();
-    if (idle) return idle;
-    if (this.#workers.length < this.#size) return this.#spawn();
-    await new Promise<void>((r) => this.#queue.push(r));
-    return this.#idle.pop()!;
-  }
-
+  /** Writes a gzip-compressed layer to `dest` (temp file, then rename), as `writeLayer` would. */
   async writeLayer(entries: LayerEntry[], opts: TarOptions, dest: string): Promise<LayerBlob> {
-    const w = await this.#acquire();
-    const id = this.#next++;
-    return new Promise<LayerBlob>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      w.postMessage({ id, entries, opts, dest });
-    });
+    await mkdir(path.dirname(dest), { recursive: true });
+    const tmp = `${dest}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const fh = await open(tmp, "wx", 0o644);
+    const uncompressed = new Digester();
+    const compressed = new Digester();
+    let crc = 0;
+    const inflight: Promise<Uint8Array>[] = [];
+    const write = async (b: Uint8Array) => {
+      compressed.update(b);
+      await fh.write(b);
+    };
+    // 1. Segments go out in order, each with the WINDOW bytes before it; a full one waits
+    //    until more input shows it is not the last.
+    let prevTail = new Uint8Array(0);
+    let held: Uint8Array | undefined;
+    let seg = new Uint8Array(SEGMENT_SIZE);
+    let fill = 0;
+    const send = async (data: Uint8Array, last: boolean) => {
+      const dictionary = prevTail;
+      // Taken before the segment's buffer is handed (transferred) to a worker.
+      prevTail = data.slice(Math.max(0, data.length - WINDOW));
+      const p = this.#compress(dictionary, data, last);
+      p.catch(() => {}); // awaited in order below
+      inflight.push(p);
+      while (inflight.length > 2 * this.#size + 1) await write(await inflight.shift()!);
+    };
+    try {
+      await write(GZIP_HEADER);
+      for await (const chunk of layerTar(entries, opts)) {
+        uncompressed.update(chunk);
+        crc = crc32(chunk, crc);
+        let off = 0;
+        while (off < chunk.length) {
+          if (held) {
+            await send(held, false);
+            held = undefined;
+          }
+          const n = Math.min(chunk.length - off, SEGMENT_SIZE - fill);
+          seg.set(chunk.subarray(off, off + n), fill);
+          fill += n;
+          off += n;
+          if (fill === SEGMENT_SIZE) {
+            held = seg;
+            seg = new Uint8Array(SEGMENT_SIZE);
+            fill = 0;
+          }
+        }
+      }
+      // 2. The last segment: the partial one, or the held full one, or an empty stream.
+      if (held && fill === 0) await send(held, true);
+      else {
+        if (held) await send(held, false);
+        await send(seg.slice(0, fill), true);
+      }
+      while (inflight.length) await write(await inflight.shift()!);
+      await write(gzipTrailer(crc, uncompressed.size));
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, dest);
+    } catch (e) {
+      await Promise.allSettled(inflight);
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return {
+      mediaType: MediaType.OCI_LAYER_GZIP,
+      digest: compressed.digest(),
+      size: compressed.size,
+      diffId: uncompressed.digest(),
+      file: dest,
+    };
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    for (const t of this.#queue) t.reject(new Error("LayerPool: closed"));
+    this.#queue = [];
     await Promise.all(this.#workers.map((w) => w.terminate()));
     this.#workers = [];
     this.#idle = [];

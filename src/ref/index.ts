@@ -158,3 +158,9 @@ export function formatReference(r: Reference): string {
   if (r.digest) s += `@${r.digest}`;
   return s;
 }
+
+/** The repository a cache setting names, registry included (a tag or digest given is not part of it). */
+export function cacheRepository(text: string): string {
+  const r = parseReference(text);
+  return `${r.registry}/${r.repository}`;
+}
