@@ -7,7 +7,7 @@
  *
  * A stage without a name cannot be a --target, so buildah gets a copy of the Dockerfile in
  * which every unnamed FROM carries `AS polyarch-stage-<n>` (indexes in --from still work),
- * and FROM --platform carries the platform polyarch planned. Single-line FROMs only.
+ * and FROM --platform carries the platform polyarch planned.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -361,11 +361,23 @@ async function runBuilder(
 async function namedDockerfile(req: StageRequest, dir: string): Promise<string> {
   const lines = (await readFile(req.dockerfile, "utf8")).split("\n");
   for (const s of req.df.stages) {
-    const i = s.from.line - 1;
+    // Each FROM is written again on one line (continuations joined, the lines it spanned left
+    // empty so later line numbers hold), with the planned platform and a name.
     const p = req.stagePlatforms.get(s.index);
-    if (p && s.from.flags.has("platform"))
-      lines[i] = lines[i]!.replace(/--platform=\S+/, `--platform=${formatPlatform(p)}`);
-    if (!s.name) lines[i] = `${lines[i]!.replace(/\s+$/, "")} AS polyarch-stage-${s.index}`;
+    const flags = [...s.from.flags].flatMap(([k, vs]) =>
+      k === "platform"
+        ? p
+          ? [`--platform=${formatPlatform(p)}`]
+          : vs.map((v) => `--platform=${v}`)
+        : vs.map((v) => `--${k}=${v}`),
+    );
+    lines[s.from.line - 1] = [
+      "FROM",
+      ...flags,
+      s.from.args,
+      ...(s.name ? [] : ["AS", `polyarch-stage-${s.index}`]),
+    ].join(" ");
+    for (let i = s.from.line; i < s.from.endLine; i++) lines[i] = "";
   }
   const named = path.join(dir, "Dockerfile");
   await writeFile(named, lines.join("\n"));

@@ -57,6 +57,8 @@ export interface Instruction {
   keyword: Keyword;
   /** 1-based line of the instruction in the file. */
   line: number;
+  /** 1-based line its last continuation ends on (line, for a one-line instruction). */
+  endLine: number;
   /** Flags by name; a flag given several times (--mount, --exclude) keeps every value. */
   flags: Map<string, string[]>;
   /** The arguments after the flags, continuations joined, heredoc bodies removed. */
@@ -183,6 +185,7 @@ export function parseDockerfile(text: string, file: string): Dockerfile {
     const instruction: Instruction = {
       keyword,
       line,
+      endLine: Math.max(line, ins.getRange().end.line + 1),
       flags,
       args: args.trim(),
       ...(json ? { json } : {}),
