@@ -460,7 +460,8 @@ describe("Dockerfile builds, natively, against buildah", () => {
     await mkdir(ctx, { recursive: true });
     await writeFile(
       path.join(ctx, "Dockerfile"),
-      `ARG ARCH=amd64\nFROM oci:${bases}/\${ARCH}:latest\nARG ARCH\nRUN echo "built for \${ARCH} on $(uname -m)" > /built\n`,
+      // The FROM spans lines: the builder gets it back on one line, later line numbers kept.
+      `ARG ARCH=amd64\nFROM \\\n  oci:${bases}/\${ARCH}:latest\nARG ARCH\nRUN echo "built for \${ARCH} on $(uname -m)" > /built\n`,
     );
     const out = path.join(work, "seed003-out");
     const r = await dfBuild(ctx, [
@@ -472,7 +473,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
       `oci:${out}`,
     ]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /warning: Dockerfile:4: stage 0 runs under emulation for linux\/arm64 on buildah/);
+    assert.match(r.stderr, /warning: Dockerfile:5: stage 0 runs under emulation for linux\/arm64 on buildah/);
     assert.doesNotMatch(r.stderr, /emulation for linux\/amd64/);
     assert.match(r.stderr, /; 1 stage under emulation\n/);
     const { readFile } = await import("node:fs/promises");
