@@ -365,6 +365,19 @@ describe("Dockerfile builds, natively, against buildah", () => {
         await cleanup(dir);
       }
     }
+    // Nothing changed: buildah is not started again; its kept results give the same image.
+    const again = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}-again`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(
+      again.stderr,
+      /Dockerfile: 6 steps ran natively, 4 on buildah \(cached\), over 2 platforms\n/,
+    );
+    assert.equal(digestOf(again.stdout), digestOf(r.stdout));
+    // A file added to the context: the build stage runs again.
+    await writeFile(path.join(ctx, "added.txt"), "new\n");
+    const changed = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}-changed`]);
+    assert.equal(changed.code, 0, changed.stderr);
+    assert.match(changed.stderr, /Dockerfile: 6 steps ran natively, 4 on buildah, over 2 platforms\n/);
   });
 
   it("files of a per-platform base keep their own platform's contents when native steps change them", async () => {

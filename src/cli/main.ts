@@ -98,7 +98,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("--target <stage>", "the Dockerfile stage to build (default: the last)")
     .option(
       "--builder <platform=endpoint>",
-      "where Dockerfile stages that need a process run for a platform: a BuildKit daemon (tcp://, unix://) or buildah (repeatable; default buildah, native for this machine's platform, emulated for others)",
+      "where Dockerfile stages that need a process run for a platform: a BuildKit daemon (tcp://, unix://), a Docker engine (docker, docker+ssh://host, docker+unix:///path, ?network=host) or buildah (repeatable; default buildah, else docker, native for this machine's platform, emulated for others)",
       collect,
     )
     .option(

@@ -69,6 +69,8 @@ export async function trimCache(cacheDir: string, now = Date.now()): Promise<num
   await sweep(path.join(cacheDir, "tmp"), TMP_AFTER);
   // Results of delegated Dockerfile stages: needed only until the build that made them publishes.
   await sweep(path.join(cacheDir, "delegated"), TMP_AFTER);
+  // Delegated stages' results kept by key for rebuilds; a hit marks one used.
+  await sweep(path.join(cacheDir, "delegated-results"), TRIM_AFTER);
   // bin/<package>/<platform>/: Go rewrites (or re-touches) the binary on every build of it.
   for (const pkg of await readdir(path.join(cacheDir, "bin")).catch(() => [] as string[])) {
     const pkgDir = path.join(cacheDir, "bin", pkg);

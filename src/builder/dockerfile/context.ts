@@ -6,6 +6,7 @@
  * them, `!` re-includes, the last matching line wins, and a pattern matching a directory
  * excludes what is under it.
  */
+import { createHash } from "node:crypto";
 import { lstat, readdir, readFile, readlink } from "node:fs/promises";
 import path from "node:path";
 import type { Node, Tree } from "./tree.js";
@@ -113,6 +114,33 @@ export class ContextFs implements SourceFs {
     const key = treeKey(rel);
     const names = await readdir(path.join(this.dir, key)).catch(() => [] as string[]);
     return names.filter((n) => !this.#ignore.excluded(key ? `${key}/${n}` : n)).sort();
+  }
+
+  #fingerprint: Promise<string> | undefined;
+
+  /**
+   * A key for the context as a builder would see it: every path not excluded, with its type,
+   * mode, size, mtime, inode and link target (git's index trick: no file is read). Computed
+   * once per build.
+   */
+  fingerprint(): Promise<string> {
+    this.#fingerprint ??= (async () => {
+      const h = createHash("sha256");
+      const walk = async (key: string): Promise<void> => {
+        for (const name of await this.list(key)) {
+          const k = key ? `${key}/${name}` : name;
+          const abs = path.join(this.dir, k);
+          const st = await lstat(abs, { bigint: true }).catch(() => undefined);
+          if (!st) continue;
+          h.update(`${k}\0${st.mode}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0${st.ino}\0`);
+          if (st.isSymbolicLink()) h.update(`${await readlink(abs)}\0`);
+          else if (st.isDirectory()) await walk(k);
+        }
+      };
+      await walk("");
+      return h.digest("hex");
+    })();
+    return this.#fingerprint;
   }
 }
 

@@ -4,15 +4,16 @@
  * platform into one index. A step that needs a process stops the build with a sentence that
  * names it, its line and why, before anything is published.
  */
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, rename, stat } from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
 import { type BaseImage, imageFromConfig, isoTime, assembleIndex } from "../../image/assemble.js";
 import type { Image } from "../../image/index.js";
-import { LayerCache } from "../../layer/cache.js";
+import { LayerCache, markUsed } from "../../layer/cache.js";
 import { LayerPool } from "../../layer/pool.js";
 import { Annotation, type ImageConfig, platformObject } from "../../manifest/index.js";
 import { formatPlatform, type Platform } from "../../platform/index.js";
+import { sha256 } from "../../digest/index.js";
 import type { BuildEvent, Builder, BuildResult } from "../index.js";
 import { ContextFs } from "./context.js";
 import { type Dockerfile, parseDockerfile } from "./parse.js";
@@ -150,14 +151,26 @@ export class DockerfileBuilder implements Builder {
                 });
               // The whole stage goes to the builder: its own steps, and whatever it needs before.
               const { backend, native } = o.builders.pick(stage.platform);
-              if (!native)
+              const bases = [...states.values(), state].map((x) => x.base?.digest ?? "scratch");
+              // Emulation is announced only when the builder really starts (not for a kept result).
+              const starting = () => {
+                if (native) return;
+                emulated++;
                 emit({
                   type: "warning",
                   message: `${df.file}:${e.step.line}: stage ${stage.name ?? stage.index} runs under emulation for ${formatPlatform(stage.platform)} on ${backend.name} (${e.why}); emulated builds are typically 10–40× slower than native ones`,
                 });
-              state = await this.#delegate(backend, df, stage.index, plan, opts.signal);
-              where = backend.name;
-              if (!native) emulated++;
+              };
+              const d = await this.#delegate(
+                backend,
+                df,
+                stage.index,
+                plan,
+                { context, bases, starting },
+                opts.signal,
+              );
+              state = d.state;
+              where = d.reused ? `${backend.name} (cached)` : backend.name;
             }
             count(stage.steps.length, where);
             emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });
@@ -202,32 +215,80 @@ export class DockerfileBuilder implements Builder {
     return p;
   }
 
-  /** Builds one stage on the backend and takes its result back as the stage's state. */
+  /**
+   * Builds one stage on the backend and takes its result back as the stage's state. A result
+   * is kept under a key of everything the builder is given — the Dockerfile, the stage, the
+   * platforms, the build args, SOURCE_DATE_EPOCH, the builder, the bases' digests and the
+   * context's fingerprint — so a rebuild with none of them changed does not start the builder
+   * (RUN steps are cached by their text, as BuildKit and docker do). Stages that copy from an
+   * image by tag or ADD a URL are always built again.
+   */
   async #delegate(
     backend: StageBackend,
     df: Dockerfile,
     stage: number,
     plan: PlatformPlan,
+    inputs: { context: ContextFs; bases: string[]; starting: () => void },
     signal?: AbortSignal,
-  ): Promise<StageState> {
+  ): Promise<{ state: StageState; reused: boolean }> {
     const target = plan.platform;
     const platform = plan.stages.find((s) => s.index === stage)!.platform;
     const o = this.#o;
     const buildArgs = Object.fromEntries(
       Object.entries(o.buildArgs).map(([k, v]) => [k, fillTemplate(v, target)]),
     );
-    const dir = await backend.buildStage({
-      df,
-      dockerfile: o.dockerfile,
-      context: o.context,
-      stage,
-      platform: target,
-      stagePlatforms: new Map(plan.stages.map((s) => [s.index, s.platform])),
-      buildArgs,
-      sourceDateEpoch: o.sourceDateEpoch,
-      ...(o.cache ? { cache: o.cache } : {}),
-      ...(signal ? { signal } : {}),
-    });
+    const stagePlatforms = new Map(plan.stages.map((s) => [s.index, s.platform]));
+    const results = path.join(o.layerCache.dir, "delegated-results");
+    const key = cacheableStage(df, stage)
+      ? sha256(
+          JSON.stringify({
+            v: 1,
+            dockerfile: await readFile(o.dockerfile, "utf8"),
+            stage,
+            target: formatPlatform(target),
+            stages: [...stagePlatforms].map(([i, p]) => [i, formatPlatform(p)]),
+            buildArgs,
+            epoch: o.sourceDateEpoch,
+            cache: o.cache ?? "",
+            builder: backend.name,
+            bases: inputs.bases,
+            context: await inputs.context.fingerprint(),
+          }),
+        ).slice("sha256:".length)
+      : undefined;
+    const kept = key ? path.join(results, key) : undefined;
+    let dir: string | undefined;
+    let reused = false;
+    if (kept && (await stat(path.join(kept, "index.json")).catch(() => undefined))) {
+      dir = kept;
+      reused = true;
+      await markUsed(kept);
+    } else {
+      inputs.starting();
+      dir = await backend.buildStage({
+        df,
+        dockerfile: o.dockerfile,
+        context: o.context,
+        stage,
+        platform: target,
+        stagePlatforms,
+        buildArgs,
+        sourceDateEpoch: o.sourceDateEpoch,
+        ...(o.cache ? { cache: o.cache } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      if (kept) {
+        await mkdir(results, { recursive: true });
+        // Another build may have kept the same result meanwhile: either copy serves.
+        if (
+          await rename(dir, kept).then(
+            () => true,
+            () => false,
+          )
+        )
+          dir = kept;
+      }
+    }
     const layout = await OciLayout.open(dir);
     // buildah's result is tagged "stage"; BuildKit's OCI export holds one untagged entry.
     const tagged = (await layout.tags()).some((t) => t.tag === "stage");
@@ -240,7 +301,7 @@ export class DockerfileBuilder implements Builder {
       });
     const base = await baseFromImage(img);
     const state = new StageState(platform, this.#spool!, base);
-    return state;
+    return { state, reused };
   }
 
   #image(platform: Platform, st: StageState, created: string): Image {
@@ -279,4 +340,24 @@ export class DockerfileBuilder implements Builder {
       },
     });
   }
+}
+
+/**
+ * Whether a delegated stage's result may be reused by key: not when it or a stage it builds on
+ * copies from an image (a tag can move) or adds a URL (its content can change).
+ */
+function cacheableStage(df: Dockerfile, stage: number): boolean {
+  const names = new Set(df.stages.flatMap((s) => [String(s.index), ...(s.name ? [s.name] : [])]));
+  return df.stages.slice(0, stage + 1).every((s) =>
+    s.instructions.every((i) => {
+      const from = i.flags.get("from")?.[0];
+      if (
+        (i.keyword === "COPY" || i.keyword === "ADD") &&
+        from !== undefined &&
+        !names.has(from.toLowerCase())
+      )
+        return false;
+      return !(i.keyword === "ADD" && /(^|\s)(https?|git):\/\/|(^|\s)git@/.test(i.args));
+    }),
+  );
 }
