@@ -62,10 +62,13 @@ export class LayerPool {
         }
         this.#dispatch();
       });
+      // A worker that dies (it catches its own errors, so: out of memory, say) fails every
+      // task not yet done, so no layer waits for a worker that will never answer.
       w.on("error", (e) => {
-        const t = this.#running.get(w);
-        this.#running.delete(w);
-        t?.reject(e);
+        this.#closed = true;
+        for (const t of [...this.#running.values(), ...this.#queue]) t.reject(e);
+        this.#running.clear();
+        this.#queue = [];
       });
       this.#workers.push(w);
       this.#idle.push(w);
