@@ -77,3 +77,15 @@ export async function gitRepo(dir: string): Promise<(...args: string[]) => Promi
   await mustRun("git", ["init", "-q", "-b", "main", dir], { env: GIT_ENV });
   return (...args: string[]) => mustRun("git", ["-C", dir, ...args], { env: GIT_ENV });
 }
+
+/** examples/hello built as hello-amd64 and hello-arm64 (static) into `ctx`, from a git copy under `srcDir`. */
+export async function helloPerArch(srcDir: string, ctx: string): Promise<string> {
+  const src = await gitExample("hello", srcDir);
+  await mkdir(ctx, { recursive: true });
+  for (const arch of ["amd64", "arm64"])
+    await mustRun("go", ["build", "-trimpath", "-o", path.join(ctx, `hello-${arch}`), "."], {
+      cwd: src,
+      env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
+    });
+  return ctx;
+}

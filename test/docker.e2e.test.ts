@@ -13,8 +13,8 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type RunningDocker, startDocker } from "../src/testing/docker.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
-import { eventually, freePort, httpGet, mustRun } from "../src/testing/tools.js";
-import { cleanup, gitExample, gitRepo, polyarch } from "./_fixture.js";
+import { eventually, freePort, httpGet } from "../src/testing/tools.js";
+import { cleanup, gitRepo, helloPerArch, polyarch } from "./_fixture.js";
 
 const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
 let work: string;
@@ -76,14 +76,7 @@ after(async () => {
 
 describe("the Docker engine as a Dockerfile builder and as the consumer", () => {
   it("a build stage goes to the engine per platform; seed 004's final stage is native; docker pulls and runs both platforms", async () => {
-    const src = await gitExample("hello", path.join(work, "src"));
-    const ctx = path.join(work, "seed004");
-    await mkdir(ctx, { recursive: true });
-    for (const arch of ["amd64", "arm64"])
-      await mustRun("go", ["build", "-trimpath", "-o", path.join(ctx, `hello-${arch}`), "."], {
-        cwd: src,
-        env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
-      });
+    const ctx = await helloPerArch(path.join(work, "src"), path.join(work, "seed004"));
     await writeFile(
       path.join(ctx, "Dockerfile"),
       [

@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
 import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
-import { cleanup, gitExample, gitRepo, polyarch, tempDir } from "./_fixture.js";
+import { cleanup, gitRepo, helloPerArch, polyarch, tempDir } from "./_fixture.js";
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
@@ -292,14 +292,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
   });
 
   it("seed 004's final stage (RUN mkdir, ADD, WORKDIR, ENTRYPOINT) on a two-platform base runs on each", async () => {
-    const src = await gitExample("hello", path.join(work, "s004src"));
-    const ctx = path.join(work, "seed004");
-    await mkdir(ctx, { recursive: true });
-    for (const arch of ["amd64", "arm64"])
-      await mustRun("go", ["build", "-trimpath", "-o", path.join(ctx, `hello-${arch}`), "."], {
-        cwd: src,
-        env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
-      });
+    const ctx = await helloPerArch(path.join(work, "s004src"), path.join(work, "seed004"));
     await writeFile(
       path.join(ctx, "Dockerfile"),
       `FROM oci:${pwbase}:latest\nARG TARGETARCH\nRUN mkdir /app\nADD hello-\${TARGETARCH} /app/hello\nWORKDIR /app\nUSER app\nEXPOSE 8080\nENTRYPOINT ["/app/hello"]\n`,

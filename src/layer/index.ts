@@ -201,12 +201,17 @@ export async function gzipLayer(tar: AsyncIterable<Uint8Array>, dest: string): P
     await rm(tmp, { force: true });
     throw e;
   }
+  return layerBlob(compressed, uncompressed, dest);
+}
+
+/** The descriptor of a gzip layer written to `file`, from the digests of its two forms. */
+export function layerBlob(compressed: Digester, uncompressed: Digester, file: string): LayerBlob {
   return {
     mediaType: MediaType.OCI_LAYER_GZIP,
     digest: compressed.digest(),
     size: compressed.size,
     diffId: uncompressed.digest(),
-    file: dest,
+    file,
   };
 }
 

@@ -13,9 +13,8 @@ import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
-import { MediaType } from "../manifest/index.js";
 import { crc32, GZIP_HEADER, gzipTrailer, SEGMENT_SIZE } from "./deflate.js";
-import { layerTar, type LayerBlob, type LayerEntry, type TarOptions } from "./index.js";
+import { layerBlob, layerTar, type LayerBlob, type LayerEntry, type TarOptions } from "./index.js";
 
 /** Bytes of history a segment starts from (deflate's window). */
 const WINDOW = 32 * 1024;
@@ -160,13 +159,7 @@ export class LayerPool {
       await rm(tmp, { force: true });
       throw e;
     }
-    return {
-      mediaType: MediaType.OCI_LAYER_GZIP,
-      digest: compressed.digest(),
-      size: compressed.size,
-      diffId: uncompressed.digest(),
-      file: dest,
-    };
+    return layerBlob(compressed, uncompressed, dest);
   }
 
   async close(): Promise<void> {

@@ -80,10 +80,7 @@ export class BuildahBackend implements StageBackend {
 
   async #build(req: StageRequest): Promise<string> {
     const out = path.join(this.#root, "..", "delegated");
-    await mkdir(out, { recursive: true });
-    const dir = await mkdtemp(path.join(out, "stage-"));
-    const named = await namedDockerfile(req, dir);
-    const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
+    const { dir, named, target } = await prepareStage(out, req);
     const args = [
       "bud",
       "--isolation",
@@ -157,10 +154,7 @@ export class BuildkitBackend implements StageBackend {
   }
 
   async buildStage(req: StageRequest): Promise<string> {
-    await mkdir(this.#out, { recursive: true });
-    const dir = await mkdtemp(path.join(this.#out, "stage-"));
-    await namedDockerfile(req, dir);
-    const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
+    const { dir, target } = await prepareStage(this.#out, req);
     const args = [
       "--addr",
       this.#addr,
@@ -258,10 +252,7 @@ export class DockerBackend implements StageBackend {
   }
 
   async buildStage(req: StageRequest): Promise<string> {
-    await mkdir(this.#out, { recursive: true });
-    const dir = await mkdtemp(path.join(this.#out, "stage-"));
-    const named = await namedDockerfile(req, dir);
-    const target = req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}`;
+    const { dir, named, target } = await prepareStage(this.#out, req);
     const iid = path.join(dir, "iid");
     const args = [
       "build",
@@ -355,6 +346,17 @@ async function runBuilder(
       hint: text.fix,
     });
   }
+}
+
+/** A fresh directory under `out` for one delegated stage, the Dockerfile a builder gets in it, and the stage's target name. */
+async function prepareStage(
+  out: string,
+  req: StageRequest,
+): Promise<{ dir: string; named: string; target: string }> {
+  await mkdir(out, { recursive: true });
+  const dir = await mkdtemp(path.join(out, "stage-"));
+  const named = await namedDockerfile(req, dir);
+  return { dir, named, target: req.df.stages[req.stage]!.name ?? `polyarch-stage-${req.stage}` };
 }
 
 /** The Dockerfile as a builder gets it: every stage named, FROM --platform filled in (see above). */
