@@ -234,17 +234,18 @@ try {
       'ENTRYPOINT ["/app/hello"]',
     ].join("\n"),
   );
-  // buildah 1.28 does not expand $BUILDPLATFORM in FROM --platform (and then cannot find the
-  // base again for arm64): its copy names the build machine's platform, which is what the
-  // variable means. polyarch gets the Dockerfile as written.
+  // buildah 1.28 does not expand $BUILDPLATFORM in FROM --platform: its copy names the build
+  // machine's platform, which is what the variable means. After a stage with --platform it also
+  // loses the next stage's base pulled for another platform ("image not known") unless that
+  // FROM names its platform too: --platform=$TARGETPLATFORM, which is what a FROM without it
+  // means. polyarch gets the Dockerfile as written.
   const bhGoCtx = path.join(work, "goctx-buildah");
   cpSync(goCtx, bhGoCtx, { recursive: true });
   writeFileSync(
     path.join(bhGoCtx, "Dockerfile"),
-    readFileSync(path.join(goCtx, "Dockerfile"), "utf8").replace(
-      "$BUILDPLATFORM",
-      `linux/${process.arch === "x64" ? "amd64" : process.arch}`,
-    ),
+    readFileSync(path.join(goCtx, "Dockerfile"), "utf8")
+      .replace("$BUILDPLATFORM", `linux/${process.arch === "x64" ? "amd64" : process.arch}`)
+      .replace(`FROM oci:${bases}/small-`, `FROM --platform=$TARGETPLATFORM oci:${bases}/small-`),
   );
   const delCtx = path.join(work, "delctx");
   mkdirSync(delCtx);

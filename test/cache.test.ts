@@ -36,7 +36,12 @@ describe("build cache housekeeping", () => {
       await put(dir, "layers/cccc", old, now), // an older encoder's flat index entry
       await put(dir, "blobs/sha256/dddd", old, now),
       await put(dir, "tmp/eeee-1-x", 2 * DAY, now),
+      await put(dir, "trees/t1/records.json", old, now),
     ];
+    // A layer goes whole when its records.json is unused; an interrupted one after a day.
+    const treeFile = await put(dir, "trees/t1/files/0", fresh, now);
+    const tmpTree = await put(dir, "trees/.tmp-t3-x/files/0", 2 * DAY, now);
+    await utimes(path.dirname(path.dirname(tmpTree)), new Date(now - 2 * DAY), new Date(now - 2 * DAY));
     const binOld = await put(dir, "bin/pkg1/linux-arm64/server", old, now);
     await utimes(path.dirname(binOld), new Date(now - old), new Date(now - old));
     const kept = [
@@ -46,8 +51,10 @@ describe("build cache housekeeping", () => {
       await put(dir, "tmp/iiii-1-x", 3600_000, now),
       await put(dir, "bin/pkg2/linux-amd64/server", fresh, now),
       await put(dir, "manifest-lists/example.com/app/list.json", old, now),
+      await put(dir, "trees/t2/records.json", fresh, now),
     ];
-    assert.equal(await trimCache(dir, now), gone.length + 1);
+    assert.equal(await trimCache(dir, now), gone.length + 2);
+    assert.ok(!existsSync(treeFile) && !existsSync(tmpTree), "old layers go whole");
     for (const p of gone) assert.ok(!existsSync(p), `${p} removed`);
     assert.ok(!existsSync(path.join(dir, "bin", "pkg1")), "an emptied package directory goes too");
     for (const p of kept) assert.ok(existsSync(p), `${p} kept`);
@@ -72,5 +79,69 @@ describe("build cache housekeeping", () => {
     await utimes(p, new Date(now - 1000), new Date(now - 1000));
     await markUsed(p, now);
     assert.ok(Math.abs((await stat(p)).mtimeMs - (now - 1000)) < 5, "left alone within the hour");
+  });
+});
+
+describe("image trees kept for native Dockerfile steps", () => {
+  it("unpacks each layer once, then serves each caller its own tree replayed from the kept layers", async () => {
+    const { TreeStore } = await import("../src/builder/dockerfile/tree.js");
+    const { diffIdOf, layerTar } = await import("../src/layer/index.js");
+    const { readFile } = await import("node:fs/promises");
+    const layer = async (entries: Parameters<typeof layerTar>[0]) => {
+      const chunks: Uint8Array[] = [];
+      for await (const c of layerTar(entries, { mtime: 0, uid: 0, gid: 0 })) chunks.push(c);
+      const { diffId } = await diffIdOf(entries, { mtime: 0, uid: 0, gid: 0 });
+      let opened = 0;
+      return {
+        mediaType: "application/vnd.oci.image.layer.v1.tar",
+        digest: diffId,
+        size: chunks.reduce((n, c) => n + c.length, 0),
+        diffId,
+        open: () => {
+          opened++;
+          return (async function* () {
+            yield* chunks;
+          })();
+        },
+        get opened() {
+          return opened;
+        },
+      };
+    };
+    const l1 = await layer([
+      { type: "dir", path: "etc", mode: 0o755 },
+      {
+        type: "file",
+        path: "etc/passwd",
+        mode: 0o644,
+        source: { data: Buffer.from("root:x:0:0::/:/bin/sh\n") },
+      },
+      {
+        type: "file",
+        path: "bin/tool",
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+        source: { data: Buffer.from("#!tool") },
+      },
+      { type: "symlink", path: "bin/sh", target: "tool" },
+    ]);
+    const l2 = await layer([{ type: "whiteout", path: "bin/sh" }]);
+    const dir = path.join(root, "trees");
+    const a = await new TreeStore(dir).tree([l1, l2]);
+    const b = await new TreeStore(dir).tree([l1, l2]);
+    assert.equal(l1.opened, 1, "the second store read the kept layer, not the tar");
+    assert.deepEqual([...a.nodes.keys()].sort(), ["", "bin", "bin/tool", "etc", "etc/passwd"]);
+    assert.deepEqual([...b.nodes.keys()].sort(), [...a.nodes.keys()].sort());
+    const tool = b.get("bin/tool")!;
+    assert.deepEqual([tool.type, tool.mode, tool.uid, tool.gid], ["file", 0o755, 1000, 1000]);
+    assert.equal(await readFile((tool.source as { file: string }).file, "utf8"), "#!tool");
+    // Steps change their own copy only.
+    a.remove("etc");
+    assert.ok(b.get("etc/passwd"));
+    assert.ok((await new TreeStore(dir).tree([l1, l2])).get("etc/passwd"));
+    // Other layers are another tree (the symlink is there without the whiteout).
+    assert.equal((await new TreeStore(dir).tree([l1])).get("bin/sh")?.target, "tool");
+    assert.equal(l1.opened, 1, "a layer two images share is unpacked once");
   });
 });

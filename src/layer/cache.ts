@@ -71,6 +71,16 @@ export async function trimCache(cacheDir: string, now = Date.now()): Promise<num
   await sweep(path.join(cacheDir, "delegated"), TMP_AFTER);
   // Delegated stages' results kept by key for rebuilds; a hit marks one used.
   await sweep(path.join(cacheDir, "delegated-results"), TRIM_AFTER);
+  // Unpacked image layers for native Dockerfile steps; a hit marks <key>/records.json used.
+  for (const name of await readdir(path.join(cacheDir, "trees")).catch(() => [] as string[])) {
+    const entry = path.join(cacheDir, "trees", name);
+    const index = path.join(entry, "records.json");
+    const kept = !name.startsWith(".tmp-") && (await stat(index).catch(() => undefined));
+    if (await old(kept ? index : entry, kept ? TRIM_AFTER : TMP_AFTER)) {
+      await rm(entry, { recursive: true, force: true });
+      removed++;
+    }
+  }
   // bin/<package>/<platform>/: Go rewrites (or re-touches) the binary on every build of it.
   for (const pkg of await readdir(path.join(cacheDir, "bin")).catch(() => [] as string[])) {
     const pkgDir = path.join(cacheDir, "bin", pkg);

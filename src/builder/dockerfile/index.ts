@@ -23,7 +23,7 @@ import { OciLayout } from "../../layout/index.js";
 import { layoutArtifact } from "../../layout/artifact.js";
 import { baseFromImage } from "../../image/base.js";
 import { NeedsBuilder, runStage, StageState } from "./native.js";
-import { type Spool, spoolDir, type Tree } from "./tree.js";
+import { type Spool, spoolDir, type Tree, TreeStore } from "./tree.js";
 
 export interface DockerfileBuildOptions {
   /** The Dockerfile, absolute. */
@@ -95,7 +95,7 @@ export class DockerfileBuilder implements Builder {
     const tarOpts = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     // Layers compress in the background while steps go on: as many at once as there are cores.
     const pool = new LayerPool(Math.max(1, o.jobs));
-    const spool = await spoolDir();
+    const spool = await spoolDir(new TreeStore(path.join(o.layerCache.dir, "trees")));
     this.#spool = spool;
     const name = path.basename(o.context);
     emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });

@@ -6,15 +6,17 @@
  * spooled to a scratch directory, never held in memory.
  */
 import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { PolyarchError } from "../../errors.js";
 import type { BaseLayer } from "../../image/assemble.js";
+import { markUsed } from "../../layer/cache.js";
 import { cleanImagePath, type EntrySource, type LayerEntry } from "../../layer/index.js";
 import { MediaType } from "../../manifest/index.js";
+import { digestHex } from "../../digest/index.js";
 
 export interface Node {
   type: "dir" | "file" | "symlink";
@@ -140,89 +142,62 @@ export class Tree {
 
   /** Applies one base layer's tar (gzip or plain) with its whiteouts; contents go under `spool`. */
   async applyLayer(layer: BaseLayer, spool: string, seq: { n: number }): Promise<void> {
-    const gz =
-      layer.mediaType === MediaType.OCI_LAYER_GZIP || layer.mediaType === MediaType.DOCKER_LAYER_GZIP;
-    const plain =
-      layer.mediaType === MediaType.OCI_LAYER ||
-      layer.mediaType === "application/vnd.docker.image.rootfs.diff.tar";
-    if (!gz && !plain)
-      throw new PolyarchError({
-        code: "E_MEDIA_TYPE",
-        message: `a native step cannot read base layer ${layer.digest} (${layer.mediaType})`,
-        hint: "Native Dockerfile steps read tar and tar+gzip layers; use such a base.",
-      });
-    await this.applyTar(layer.open(), gz, spool, seq, { whiteouts: true });
+    this.applyRecords(await readLayer(layer, spool, seq), { whiteouts: true });
   }
 
   /**
-   * Applies a tar stream (gzip when `gz`) to the tree: with `whiteouts` as an image layer;
-   * otherwise as ADD extracts an archive, under `prefix`, with `own` replacing the owners.
-   * Returns the keys it wrote.
+   * Applies a tar stream (gzip when `gz`) to the tree as ADD extracts an archive, under
+   * `prefix`, with `own` replacing the owners. Returns the keys it wrote.
    */
   async applyTar(
     source: AsyncIterable<Uint8Array>,
     gz: boolean,
     spool: string,
     seq: { n: number },
-    opts: { whiteouts?: boolean; prefix?: string; own?: { uid: number; gid: number } } = {},
+    opts: { prefix?: string; own?: { uid: number; gid: number } } = {},
   ): Promise<string[]> {
-    const { extract } = await import("tar-stream");
-    const ex = extract();
+    return this.applyRecords(await readTar(source, gz, spool, seq), opts);
+  }
+
+  /**
+   * Applies a tar's records: with `whiteouts` as an image layer (`.wh.` entries delete, an
+   * opaque marker empties its directory); otherwise under `prefix` with `own` as the owners.
+   * Returns the keys it wrote.
+   */
+  applyRecords(
+    records: readonly TarRecord[],
+    opts: { whiteouts?: boolean; prefix?: string; own?: { uid: number; gid: number } } = {},
+  ): string[] {
     const hardlinks: [string, string][] = [];
     const written: string[] = [];
     const under = (name: string) => treeKey(opts.prefix ? `${opts.prefix}/${treeKey(name)}` : name);
-    const done = (async () => {
-      for await (const entry of ex) {
-        const h = entry.header;
-        const key = under(h.name);
-        const base = path.posix.basename(key);
-        const dir = path.posix.dirname(key) === "." ? "" : path.posix.dirname(key);
-        if (opts.whiteouts && base === ".wh..wh..opq") {
-          for (const k of this.descendants(dir)) this.nodes.delete(k);
-          entry.resume();
-          continue;
-        }
-        if (opts.whiteouts && base.startsWith(".wh.")) {
-          this.remove(dir === "" ? base.slice(4) : `${dir}/${base.slice(4)}`);
-          entry.resume();
-          continue;
-        }
-        const meta = {
-          mode: (h.mode ?? 0o644) & 0o7777,
-          uid: opts.own?.uid ?? h.uid ?? 0,
-          gid: opts.own?.gid ?? h.gid ?? 0,
-        };
-        if (h.type === "directory") {
-          this.set(key, { type: "dir", ...meta });
-          entry.resume();
-        } else if (h.type === "symlink") {
-          this.set(key, { type: "symlink", ...meta, target: h.linkname ?? "" });
-          entry.resume();
-        } else if (h.type === "link") {
-          hardlinks.push([key, under(h.linkname ?? "")]);
-          entry.resume();
-        } else if (h.type === "file" || h.type === "contiguous-file") {
-          const file = path.join(spool, String(seq.n++));
-          await pipeline(entry, createWriteStream(file));
-          this.set(key, { type: "file", ...meta, source: { file } });
-        } else {
-          entry.resume(); // devices, fifos: not part of what native steps touch
-          continue;
-        }
-        if (key !== "") written.push(key);
-        if (key !== "")
-          for (const p of this.parentEntries(key))
-            if (!this.nodes.has(p.path)) {
-              this.nodes.set(p.path, { type: "dir", mode: 0o755, uid: 0, gid: 0 });
-              written.push(p.path);
-            }
+    for (const [name, kind, mode, uid, gid, extra] of records) {
+      const key = under(name);
+      const base = path.posix.basename(key);
+      const dir = parentKey(key);
+      if (opts.whiteouts && base === ".wh..wh..opq") {
+        for (const k of this.descendants(dir)) this.nodes.delete(k);
+        continue;
       }
-    })();
-    const src = (async function* () {
-      yield* source;
-    })();
-    const feed = gz ? pipeline(src, createGunzip(), ex) : pipeline(src, ex);
-    await Promise.all([feed, done]);
+      if (opts.whiteouts && base.startsWith(".wh.")) {
+        this.remove(dir === "" ? base.slice(4) : `${dir}/${base.slice(4)}`);
+        continue;
+      }
+      const meta = { mode, uid: opts.own?.uid ?? uid, gid: opts.own?.gid ?? gid };
+      if (kind === "d") this.set(key, { type: "dir", ...meta });
+      else if (kind === "l") this.set(key, { type: "symlink", ...meta, target: String(extra ?? "") });
+      else if (kind === "h") {
+        hardlinks.push([key, under(String(extra ?? ""))]);
+        continue;
+      } else this.set(key, { type: "file", ...meta, source: { file: String(extra) } });
+      if (key === "") continue;
+      written.push(key);
+      for (const p of this.parentEntries(key))
+        if (!this.nodes.has(p.path)) {
+          this.nodes.set(p.path, { type: "dir", mode: 0o755, uid: 0, gid: 0 });
+          written.push(p.path);
+        }
+    }
     for (const [key, target] of hardlinks) {
       const t = this.nodes.get(target);
       if (t) {
@@ -234,22 +209,164 @@ export class Tree {
   }
 }
 
+/**
+ * One tar entry as the tree needs it: name, kind (d dir, f file, l symlink, h hard link),
+ * mode, uid, gid, and the file's spooled path, the link's target or the hard link's name.
+ * Devices and fifos are left out: nothing native steps touch.
+ */
+export type TarRecord = [string, "d" | "f" | "l" | "h", number, number, number, string?];
+
+/** Reads a tar (gzip when `gz`) into records, its files' contents spooled under `spool`. */
+export async function readTar(
+  source: AsyncIterable<Uint8Array>,
+  gz: boolean,
+  spool: string,
+  seq: { n: number },
+): Promise<TarRecord[]> {
+  const { extract } = await import("tar-stream");
+  const ex = extract();
+  const records: TarRecord[] = [];
+  const done = (async () => {
+    for await (const entry of ex) {
+      const h = entry.header;
+      const meta = [(h.mode ?? 0o644) & 0o7777, h.uid ?? 0, h.gid ?? 0] as const;
+      if (h.type === "directory") records.push([h.name, "d", ...meta]);
+      else if (h.type === "symlink") records.push([h.name, "l", ...meta, h.linkname ?? ""]);
+      else if (h.type === "link") records.push([h.name, "h", ...meta, h.linkname ?? ""]);
+      else if (h.type === "file" || h.type === "contiguous-file") {
+        const file = path.join(spool, String(seq.n++));
+        await pipeline(entry, createWriteStream(file));
+        records.push([h.name, "f", ...meta, file]);
+        continue;
+      }
+      entry.resume();
+    }
+  })();
+  const src = (async function* () {
+    yield* source;
+  })();
+  const feed = gz ? pipeline(src, createGunzip(), ex) : pipeline(src, ex);
+  await Promise.all([feed, done]);
+  return records;
+}
+
+/** A base layer's records (tar or tar+gzip), contents spooled under `spool`. */
+async function readLayer(layer: BaseLayer, spool: string, seq: { n: number }): Promise<TarRecord[]> {
+  const gz = layer.mediaType === MediaType.OCI_LAYER_GZIP || layer.mediaType === MediaType.DOCKER_LAYER_GZIP;
+  const plain =
+    layer.mediaType === MediaType.OCI_LAYER ||
+    layer.mediaType === "application/vnd.docker.image.rootfs.diff.tar";
+  if (!gz && !plain)
+    throw new PolyarchError({
+      code: "E_MEDIA_TYPE",
+      message: `a native step cannot read base layer ${layer.digest} (${layer.mediaType})`,
+      hint: "Native Dockerfile steps read tar and tar+gzip layers; use such a base.",
+    });
+  return readTar(layer.open(), gz, spool, seq);
+}
+
 function fsError(message: string): PolyarchError {
   return new PolyarchError({ code: "E_INPUT", message, hint: "Check the paths the Dockerfile step uses." });
 }
 
 /**
  * Where spooled contents go: one directory and one counter for every stage and platform of a
- * build, so no two spooled files ever share a name.
+ * build, so no two spooled files ever share a name; and where the trees of images are kept.
  */
 export interface Spool {
   dir: string;
   seq: { n: number };
+  trees?: TreeStore;
 }
 
 /** A scratch directory for spooled contents, removed with `close`. */
-export async function spoolDir(): Promise<Spool & { close: () => Promise<void> }> {
+export async function spoolDir(trees?: TreeStore): Promise<Spool & { close: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "polyarch-df-"));
   await mkdir(dir, { recursive: true });
-  return { dir, seq: { n: 0 }, close: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    seq: { n: 0 },
+    ...(trees ? { trees } : {}),
+    close: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * The unpacked layers of images, kept by diffID under the build cache: each layer's records in
+ * records.json (files by number), the files' contents beside it. A tree is the replay of its
+ * layers' records, so reading a large stage again (a Go toolchain, a delegated build stage's
+ * result) is a JSON parse instead of unpacking hundreds of megabytes; a layer two images share
+ * (the toolchain under every platform's build stage) is unpacked once; and the files keep their
+ * identity on disk, so the layers COPY --from makes of them are found in the layer cache by
+ * stat fingerprint without being read. A layer is unpacked into a temporary directory and
+ * renamed into place whole; one unused for five days is trimmed.
+ */
+export class TreeStore {
+  readonly dir: string;
+  readonly #inflight = new Map<string, Promise<TarRecord[]>>();
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** The tree of these layers, applied in order. Each call gets its own tree. */
+  async tree(layers: readonly BaseLayer[]): Promise<Tree> {
+    const t = new Tree();
+    for (const l of layers) t.applyRecords(await this.records(l), { whiteouts: true });
+    return t;
+  }
+
+  /** A layer's records with absolute file paths: kept, or unpacked now and kept. */
+  records(layer: BaseLayer): Promise<TarRecord[]> {
+    const key = `${FORMAT}-${digestHex(layer.diffId)}`;
+    let p = this.#inflight.get(key);
+    if (!p) {
+      p = this.#load(key, layer);
+      this.#inflight.set(key, p);
+      p.catch(() => this.#inflight.delete(key));
+    }
+    return p;
+  }
+
+  async #load(key: string, layer: BaseLayer): Promise<TarRecord[]> {
+    const entry = path.join(this.dir, key);
+    const index = path.join(entry, "records.json");
+    const kept = await readFile(index, "utf8").then(
+      (s) => JSON.parse(s) as TarRecord[],
+      () => undefined,
+    );
+    if (kept) {
+      await markUsed(index);
+      return kept.map((r) => (r[1] === "f" ? withFile(r, path.join(entry, "files", r[5]!)) : r));
+    }
+    await mkdir(this.dir, { recursive: true });
+    const tmp = await mkdtemp(path.join(this.dir, `.tmp-${key.slice(0, 24)}-`));
+    try {
+      const files = path.join(tmp, "files");
+      await mkdir(files);
+      const records = await readLayer(layer, files, { n: 0 });
+      const relative = records.map((r) => (r[1] === "f" ? withFile(r, path.basename(r[5]!)) : r));
+      await writeFile(path.join(tmp, "records.json"), JSON.stringify(relative));
+      // Another build may have kept the same layer meanwhile: either serves.
+      if (
+        !(await rename(tmp, entry).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        await rm(tmp, { recursive: true, force: true });
+        if (!(await stat(index).catch(() => undefined))) throw new Error(`cannot keep ${entry}`);
+      }
+      return relative.map((r) => (r[1] === "f" ? withFile(r, path.join(entry, "files", r[5]!)) : r));
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+}
+
+/** Bump when records.json changes. */
+const FORMAT = "l1";
+
+function withFile(r: TarRecord, file: string): TarRecord {
+  return [r[0], r[1], r[2], r[3], r[4], file];
 }
