@@ -16,7 +16,7 @@ import { cleanup, gitRepo, helloPerArch, polyarch, tempDir } from "./_fixture.js
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
-let pwbase: string; // a linux/amd64 + linux/arm64 base with only /etc/passwd and /etc/group
+let pwbase: string; // a linux/amd64 + linux/arm64 base: /etc/passwd, /etc/group and busybox
 let benv: Record<string, string | undefined>;
 const digestOf = (out: string) => /@(sha256:[a-f0-9]{64})/.exec(out)?.[1];
 const env = () => ({ POLYARCH_CACHE_DIR: path.join(work, "cache"), SOURCE_DATE_EPOCH: "1700000000" });
@@ -51,7 +51,10 @@ async function unpack(layout: string, arch: string, dir: string): Promise<string
 }
 
 /** The image's file tree and config for one platform, read by skopeo and umoci. */
-async function flatten(layout: string, arch: string): Promise<{ tree: string[]; config: unknown }> {
+async function flatten(
+  layout: string,
+  arch: string,
+): Promise<{ tree: string[]; config: unknown; caps: string }> {
   const dir = await tempDir("flat");
   try {
     await unpack(layout, arch, dir);
@@ -63,11 +66,14 @@ async function flatten(layout: string, arch: string): Promise<{ tree: string[]; 
       config: { Labels?: Record<string, string> };
       architecture: string;
     };
+    // File capabilities (the security.capability xattr), as getcap reads them from the unpacked tree.
+    const caps = await mustRun("sh", ["-c", `cd ${dir}/bundle/rootfs && getcap -r . 2>/dev/null | sort`]);
     delete cfg.config.Labels?.["io.buildah.version"];
     if (cfg.config.Labels && Object.keys(cfg.config.Labels).length === 0) delete cfg.config.Labels;
     return {
       tree: listing.split("\n").filter((l) => l && !BUILDAH_RUN_ARTEFACTS.has(l.split(" ")[0]!)),
       config: { ...cfg.config, architecture: cfg.architecture },
+      caps,
     };
   } finally {
     await cleanup(dir);
@@ -79,7 +85,13 @@ function dfBuild(ctx: string, args: string[]) {
   return polyarch(["build", "-f", path.join(ctx, "Dockerfile"), ctx, ...args], { env: env() });
 }
 
-async function both(dockerfile: string, context: string, name: string, platforms: string[]) {
+async function both(
+  dockerfile: string,
+  context: string,
+  name: string,
+  platforms: string[],
+  extra: string[] = [],
+) {
   const bh = path.join(work, `${name}-buildah`);
   const pa = path.join(work, `${name}-polyarch`);
   for (const p of platforms)
@@ -93,12 +105,13 @@ async function both(dockerfile: string, context: string, name: string, platforms
       p,
       "-f",
       dockerfile,
+      ...extra,
       "-t",
       `oci:${bh}-${p.replaceAll("/", "-")}:latest`,
       context,
     ]);
   const r = await polyarch(
-    ["build", "-f", dockerfile, context, "-p", platforms.join(","), "-o", `oci:${pa}`],
+    ["build", "-f", dockerfile, context, "-p", platforms.join(","), "-o", `oci:${pa}`, ...extra],
     {
       env: env(),
     },
@@ -110,6 +123,7 @@ async function both(dockerfile: string, context: string, name: string, platforms
     const ours = await flatten(pa, arch);
     assert.deepEqual(ours.tree, theirs.tree, `${name} ${p}: the same file tree as buildah`);
     assert.deepEqual(ours.config, theirs.config, `${name} ${p}: the same config as buildah`);
+    assert.equal(ours.caps, theirs.caps, `${name} ${p}: the same file capabilities as buildah`);
   }
   return { layout: pa, digest: digestOf(r.stdout)!, stderr: r.stderr };
 }
@@ -160,7 +174,22 @@ before(async () => {
   await mkdir(path.join(pw, "etc"), { recursive: true });
   await writeFile(path.join(pw, "etc", "passwd"), passwd);
   await writeFile(path.join(pw, "etc", "group"), group);
-  await writeFile(path.join(pw, "Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\n");
+  // And each architecture's busybox as /bin/sh and the commands native RUNs use (a real shell
+  // would need them too).
+  for (const [arch, bb] of [
+    ["amd64", "/bin/busybox"],
+    ["arm64", "/var/cache/polyarch-test/busybox-arm64/bin/busybox"],
+  ] as const) {
+    await mkdir(path.join(pw, `bb-${arch}`), { recursive: true });
+    await copyFile(bb, path.join(pw, `bb-${arch}`, "busybox"));
+    await chmod(path.join(pw, `bb-${arch}`, "busybox"), 0o755);
+    for (const c of ["sh", "mkdir", "chown", "chmod", "ln", "touch", "rm"])
+      await symlink("busybox", path.join(pw, `bb-${arch}`, c));
+  }
+  await writeFile(
+    path.join(pw, "Dockerfile"),
+    "FROM scratch\nARG TARGETARCH\nCOPY etc/ /etc/\nCOPY bb-${TARGETARCH}/ /bin/\n",
+  );
   await buildah([
     "bud",
     "--isolation",
@@ -250,6 +279,83 @@ describe("Dockerfile builds, natively, against buildah", () => {
     assert.ok(
       flat.tree.some((l) => l.startsWith("app/hello.txt f 644 1000 50")),
       "--chown by name",
+    );
+  });
+
+  it("RUN as a non-root USER, setcap, and chown dropping set-user-ID and capabilities: buildah's tree and xattrs", async () => {
+    // A base with busybox, Debian's setcap (and what it links), and a user in a second group.
+    const ctx = path.join(work, "caps");
+    const root = path.join(ctx, "rootfs");
+    for (const d of ["bin", "etc", "tmp", "usr/sbin", "usr/local/bin", "lib/x86_64-linux-gnu", "lib64"])
+      await mkdir(path.join(root, d), { recursive: true });
+    await chmod(path.join(root, "tmp"), 0o1777);
+    await copyFile("/bin/busybox", path.join(root, "bin", "busybox"));
+    for (const c of ["sh", "mkdir", "chown", "chmod", "ln", "touch", "rm"])
+      await symlink("busybox", path.join(root, "bin", c));
+    await copyFile("/usr/sbin/setcap", path.join(root, "usr", "sbin", "setcap"));
+    for (const lib of ["libcap.so.2", "libc.so.6"])
+      await copyFile(`/lib/x86_64-linux-gnu/${lib}`, path.join(root, "lib", "x86_64-linux-gnu", lib));
+    await copyFile("/lib64/ld-linux-x86-64.so.2", path.join(root, "lib64", "ld-linux-x86-64.so.2"));
+    await writeFile(
+      path.join(root, "etc", "passwd"),
+      "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:app:/home/app:/bin/sh\n",
+    );
+    await writeFile(path.join(root, "etc", "group"), "root:x:0:\napp:x:1001:\nstaff:x:50:app\n");
+    await writeFile(path.join(ctx, "Dockerfile.base"), "FROM scratch\nCOPY rootfs/ /\n");
+    const capbase = path.join(work, "capbase");
+    await buildah([
+      "bud",
+      "--isolation",
+      "chroot",
+      "--timestamp",
+      "0",
+      "-f",
+      path.join(ctx, "Dockerfile.base"),
+      "-t",
+      `oci:${capbase}:latest`,
+      ctx,
+    ]);
+    await writeFile(path.join(ctx, "tool"), "#!/bin/sh\necho tool\n");
+    await writeFile(path.join(ctx, ".dockerignore"), "rootfs\n");
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        `FROM oci:${capbase}:latest`,
+        "COPY --chmod=0755 tool /usr/local/bin/bind",
+        "COPY --chmod=4755 tool /usr/local/bin/suid",
+        "COPY --chmod=0755 tool /usr/local/bin/raw",
+        "RUN setcap cap_net_bind_service=+ep /usr/local/bin/bind && setcap cap_net_raw,cap_setuid+p /usr/local/bin/raw",
+        "RUN mkdir -p /home/app /shared && chown app:app /home/app && chown root:staff /shared && chmod 2775 /shared",
+        "RUN chown app /usr/local/bin/suid /usr/local/bin/raw",
+        "USER app",
+        "RUN mkdir -p /home/app/data/deep && touch /home/app/data/f && ln -s f /home/app/data/l && mkdir /shared/team && touch /shared/team/x",
+        "USER app:staff",
+        "RUN mkdir -m 0700 /home/app/g && rm -r /home/app/data/deep",
+        // A stage's file capabilities travel with COPY --from.
+        `FROM oci:${capbase}:latest`,
+        "COPY --from=0 /usr/local/bin/bind /usr/local/bin/raw /opt/",
+        "COPY --from=0 /home/app /home/app",
+      ].join("\n"),
+    );
+    const r = await both(path.join(ctx, "Dockerfile"), ctx, "caps", ["linux/amd64"]);
+    assert.doesNotMatch(r.stderr, /on buildah/, "every step ran natively");
+    const flat = await flatten(r.layout, "amd64");
+    assert.match(flat.caps, /opt\/bind cap_net_bind_service=ep/);
+    assert.doesNotMatch(flat.caps, /raw/, "chown dropped raw's capabilities");
+    assert.ok(
+      flat.tree.some((l) => l.startsWith("home/app/g d 700 1000 50")),
+      "USER app:staff",
+    );
+    // The first stage, as the target: set-user-ID dropped by chown, a set-group-ID directory.
+    const first = await both(path.join(ctx, "Dockerfile"), ctx, "caps0", ["linux/amd64"], ["--target", "0"]);
+    const flat0 = await flatten(first.layout, "amd64");
+    assert.ok(
+      flat0.tree.some((l) => l.startsWith("usr/local/bin/suid f 755 1000 0")),
+      "chown dropped set-user-ID",
+    );
+    assert.ok(
+      flat0.tree.some((l) => l.startsWith("shared/team d 2755 1000 50")),
+      "a set-group-ID directory's group and bit",
     );
   });
 
@@ -383,7 +489,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
     await writeFile(
       path.join(ctx, "Dockerfile"),
-      "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/ /etc/\n",
+      `FROM oci:${pwbase}:latest\nARG TARGETARCH\nCOPY \${TARGETARCH}/ /etc/\n`,
     );
     const baseOut = path.join(work, "perplat-base");
     const b = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${baseOut}`]);
@@ -686,7 +792,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     const ctx = path.join(work, "needs");
     await mkdir(ctx, { recursive: true });
     // A stage that needs a process goes to buildah; under emulation that is said first. This
-    // base has no shell, so buildah's own error comes back, and nothing is written.
+    // base has no apk, so buildah's own error comes back, and nothing is written.
     await writeFile(path.join(ctx, "Dockerfile"), `FROM oci:${pwbase}:latest\nRUN apk add --no-cache curl\n`);
     const out = path.join(work, "needs-out");
     const r = await dfBuild(ctx, ["-p", "linux/arm64", "-o", `oci:${out}`]);
@@ -727,6 +833,16 @@ describe("Dockerfile builds, natively, against buildah", () => {
       [
         `FROM scratch\nCOPY --from=oci:${work}/no-such-layout:latest /a /a\n`,
         /Dockerfile:2: COPY: --from=oci:.* is no stage of Dockerfile, and as an image it cannot be read/,
+      ],
+      // A native RUN fails where a real shell would: no shell, or a command the image lacks.
+      ["FROM scratch\nRUN mkdir /x\n", /Dockerfile:2: RUN would fail: the image has no \/bin\/sh to run it/],
+      [
+        `FROM oci:${pwbase}:latest\nRUN mkdir /x && setcap cap_net_raw+ep /bin/busybox\n`,
+        /Dockerfile:2: RUN would fail: setcap: not found in the image/,
+      ],
+      [
+        `FROM oci:${pwbase}:latest\nRUN mkdir /etc && true\n`,
+        /Dockerfile:2: RUN would fail: mkdir: cannot create directory '\/etc': File exists/,
       ],
       [
         "FROM scratch\nHEALTHCHECK --interval=soon CMD true\n",

@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import { parseDockerfile } from "../src/builder/dockerfile/parse.js";
 import { describeDockerfilePlan, fillTemplate, planDockerfile } from "../src/builder/dockerfile/plan.js";
 import { keyValues, processWord, processWords } from "../src/builder/dockerfile/shell.js";
-import { classifyRun } from "../src/builder/dockerfile/trivial.js";
+import { classifyRun, parseCaps, posixShell } from "../src/builder/dockerfile/trivial.js";
 import { parsePlatform } from "../src/platform/index.js";
 
 const AMD64 = parsePlatform("linux/amd64");
@@ -211,12 +211,48 @@ describe("trivial RUN commands", () => {
       ["ln /a /b", /hard links/],
       ["echo hi > /x", /uses the shell/],
       ["mkdir /a &&", /empty command/],
-      ["setcap cap_net_bind_service=+ep /app", /setcap needs a process/],
+      ["setcap cap_bogus=+ep /app", /capability text polyarch does not model/],
+      ["setcap cap_net_raw=+e /app", /capability text/], // effective without permitted: setcap refuses it
+      ["setcap -r /a /b", /setcap -r with other than one file/],
     ] as const) {
       const c = classifyRun(cmd);
       assert.equal(c.native, false, cmd);
       assert.match(c.native ? "" : c.why, why, cmd);
     }
+  });
+});
+
+describe("setcap, lists and shells", () => {
+  it("reads capability text as cap_from_text does, and keeps each command's list operator", () => {
+    const c = classifyRun(
+      "/usr/sbin/setcap cap_net_bind_service=+ep /app/a cap_net_raw,cap_setuid=p /app/b; setcap -r /app/c",
+    );
+    assert.ok(c.native);
+    const [a, r] = c.ops;
+    assert.equal(a?.cmd, "/usr/sbin/setcap");
+    assert.equal(a?.then, ";");
+    assert.deepEqual(a?.op === "setcap" ? a.files : [], [
+      { path: "/app/a", caps: { permitted: 1n << 10n, inheritable: 0n, effective: true } },
+      { path: "/app/b", caps: { permitted: (1n << 13n) | (1n << 7n), inheritable: 0n, effective: false } },
+    ]);
+    assert.deepEqual(r?.op === "setcap" ? r.files : [], [{ path: "/app/c" }]);
+    assert.equal(r?.then, undefined);
+    assert.deepEqual(parseCaps("all=p cap_chown-p"), {
+      permitted: ((1n << 41n) - 1n) & ~1n,
+      inheritable: 0n,
+      effective: false,
+    });
+    assert.deepEqual(parseCaps("cap_kill+eip"), {
+      permitted: 1n << 5n,
+      inheritable: 1n << 5n,
+      effective: true,
+    });
+  });
+  it("runs the shell form natively only under a POSIX shell with -c", () => {
+    assert.ok(posixShell(["/bin/sh", "-c"]));
+    assert.ok(posixShell(["/bin/bash", "-o", "pipefail", "-c"]));
+    assert.ok(!posixShell(["/usr/bin/python3", "-c"]));
+    assert.ok(!posixShell(["/bin/sh", "-c", "extra"]));
   });
 });
 

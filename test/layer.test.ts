@@ -210,3 +210,89 @@ const GOLDEN = {
 };
 /** 3 = Unix, whatever the OS polyarch runs on (Node's zlib wrote a per-OS byte: nodejs/node#12244). */
 const GOLDEN_OS_BYTE = 3;
+
+async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const c of it) out.push(c);
+  return out;
+}
+
+describe("the tar writer", () => {
+  it("writes the bytes tar-stream writes (long and non-ASCII names, long link targets), and xattrs as raw PAX bytes", async () => {
+    const { pack } = await import("tar-stream");
+    const { layerTar } = await import("../src/layer/index.js");
+    const long = `${"d".repeat(60)}/${"e".repeat(60)}/${"f".repeat(90)}`;
+    const entries = [
+      { type: "dir" as const, path: "a", mode: 0o750, uid: 5, gid: 6 },
+      { type: "file" as const, path: "a/x", mode: 0o644, source: { data: Buffer.from("hello") } },
+      { type: "file" as const, path: `a/${long}`, mode: 0o600, source: { data: Buffer.alloc(1000, 7) } },
+      { type: "file" as const, path: "a/é", mode: 0o644, source: { data: Buffer.alloc(0) } },
+      { type: "symlink" as const, path: "a/l", target: `/${"t".repeat(120)}` },
+      { type: "whiteout" as const, path: "a/gone" },
+    ];
+    const ours = Buffer.concat(await collect(layerTar(entries, { mtime: 1700000000, uid: 0, gid: 0 })));
+    // The same entries through tar-stream (sorted and with parents, as layerTar emits them).
+    const p = pack();
+    const base = { mtime: new Date(1700000000 * 1000), uname: "", gname: "" };
+    const dirs = new Set<string>();
+    for (const d of [...new Set(entries.map((e) => path.posix.dirname(e.path)).filter((d) => d !== "."))])
+      for (let x = d; x !== "."; x = path.posix.dirname(x)) dirs.add(x);
+    const all = [
+      ...[...dirs].filter((d) => d !== "a").map((d) => ({ type: "dir" as const, path: d, mode: 0o755 })),
+      ...entries,
+    ].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+    const chunks: Buffer[] = [];
+    const done = (async () => {
+      for await (const c of p) chunks.push(c as Buffer);
+    })();
+    for (const e of all) {
+      const own = { uid: "uid" in e ? (e.uid ?? 0) : 0, gid: "gid" in e ? (e.gid ?? 0) : 0 };
+      if (e.type === "dir")
+        p.entry({ ...base, ...own, name: `${e.path}/`, type: "directory", mode: e.mode ?? 0o755 });
+      else if (e.type === "symlink")
+        p.entry({ ...base, ...own, name: e.path, type: "symlink", linkname: e.target, mode: 0o777 });
+      else if (e.type === "whiteout")
+        p.entry({ ...base, ...own, name: "a/.wh.gone", type: "file", mode: 0, size: 0 }, Buffer.alloc(0));
+      else p.entry({ ...base, ...own, name: e.path, type: "file", mode: e.mode }, Buffer.from(e.source.data));
+    }
+    p.finalize();
+    await done;
+    assert.ok(ours.equals(Buffer.concat(chunks)), "byte for byte");
+
+    // A capability value is bytes, not text: 0x80 and above survive.
+    const cap = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x80, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    const withCap = Buffer.concat(
+      await collect(
+        layerTar(
+          [
+            {
+              type: "file",
+              path: "bin/ping",
+              mode: 0o755,
+              source: { data: Buffer.from("x") },
+              xattrs: { "security.capability": cap.toString("base64") },
+            },
+          ],
+          { mtime: 0, uid: 0, gid: 0 },
+        ),
+      ),
+    );
+    const record = Buffer.concat([Buffer.from(" SCHILY.xattr.security.capability="), cap, Buffer.from("\n")]);
+    assert.ok(withCap.includes(record), "the xattr's bytes are in the PAX header as they are");
+    const seen: string[] = [];
+    const ex = extract();
+    const reading = (async () => {
+      for await (const e of ex) {
+        seen.push(
+          `${e.header.name} ${e.header.type} ${Object.keys(e.header.pax ?? {})
+            .sort()
+            .join(",")}`,
+        );
+        e.resume();
+      }
+    })();
+    ex.end(withCap);
+    await reading;
+    assert.deepEqual(seen, ["bin/ directory ", "bin/ping file SCHILY.xattr.security.capability,path"]);
+  });
+});

@@ -258,6 +258,8 @@ async function fingerprint(
     }
     // Owners only when given, so keys of layers without them are what they always were.
     if (e.uid !== undefined || e.gid !== undefined) h.update(`o\0${e.uid ?? ""}:${e.gid ?? ""}\0`);
+    if (e.type !== "symlink" && e.xattrs && Object.keys(e.xattrs).length)
+      h.update(`x\0${JSON.stringify(Object.entries(e.xattrs).sort(([a], [b]) => (a < b ? -1 : 1)))}\0`);
     if (e.type === "file") {
       if ("file" in e.source) {
         const st = await stat(e.source.file, { bigint: true });

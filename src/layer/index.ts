@@ -12,6 +12,7 @@ import { type Descriptor, type Digest, Digester } from "../digest/index.js";
 import { PolyarchError } from "../errors.js";
 import { MediaType } from "../manifest/index.js";
 import { GzipEncoder } from "./deflate.js";
+import { END_OF_ARCHIVE, headerBlocks, padding } from "./tar.js";
 
 export type EntrySource = { file: string } | { data: Uint8Array };
 
@@ -21,9 +22,22 @@ export interface Owner {
   gid?: number;
 }
 
+/**
+ * Extended attributes by name (`security.capability`, `user.x`), values base64: written as PAX
+ * `SCHILY.xattr.<name>` records, the form containers/storage, BuildKit and GNU tar read.
+ */
+export type Xattrs = Record<string, string>;
+
 export type LayerEntry =
-  | ({ type: "dir"; path: string; mode?: number } & Owner)
-  | ({ type: "file"; path: string; mode: number; source: EntrySource; size?: number } & Owner)
+  | ({ type: "dir"; path: string; mode?: number; xattrs?: Xattrs } & Owner)
+  | ({
+      type: "file";
+      path: string;
+      mode: number;
+      source: EntrySource;
+      size?: number;
+      xattrs?: Xattrs;
+    } & Owner)
   | ({ type: "symlink"; path: string; target: string } & Owner)
   /** Deletes `path` from the layers below (an OCI whiteout, `.wh.<name>`). */
   | { type: "whiteout"; path: string };
@@ -88,52 +102,69 @@ export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
 
 /** Streams the tar bytes of already-normalised entries. */
 async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
-  // Loaded on first use: a no-change rebuild never needs it.
-  const { pack: tarPack } = await import("tar-stream");
-  const pack = tarPack();
-  const mtime = new Date(opts.mtime * 1000);
-  const base = { uid: opts.uid, gid: opts.gid, uname: "", gname: "", mtime };
-  const writer = (async () => {
-    for (const e of entries) {
-      if (e.type === "whiteout") {
-        const dir = path.posix.dirname(e.path);
-        const name = `${dir === "." ? "" : `${dir}/`}.wh.${path.posix.basename(e.path)}`;
-        pack.entry({ ...base, name, type: "file", mode: 0, size: 0 }, Buffer.alloc(0));
-        continue;
-      }
-      const common = { ...base, uid: e.uid ?? opts.uid, gid: e.gid ?? opts.gid };
-      if (e.type === "dir") {
-        pack.entry({ ...common, name: `${e.path}/`, type: "directory", mode: e.mode ?? 0o755 });
-      } else if (e.type === "symlink") {
-        pack.entry({ ...common, name: e.path, type: "symlink", linkname: e.target, mode: 0o777 });
-      } else if ("data" in e.source) {
-        pack.entry(
-          { ...common, name: e.path, type: "file", mode: e.mode, size: e.source.data.byteLength },
-          Buffer.from(e.source.data),
-        );
-      } else {
-        const file = e.source.file;
-        const size = (await stat(file)).size;
-        await new Promise<void>((resolve, reject) => {
-          const sink = pack.entry({ ...common, name: e.path, type: "file", mode: e.mode, size }, (err) =>
-            err ? reject(err) : resolve(),
-          );
-          const src = createReadStream(file);
-          src.on("error", reject);
-          src.pipe(sink);
-        });
-      }
+  const mtime = opts.mtime;
+  for (const e of entries) {
+    if (e.type === "whiteout") {
+      const dir = path.posix.dirname(e.path);
+      const name = `${dir === "." ? "" : `${dir}/`}.wh.${path.posix.basename(e.path)}`;
+      yield* headerBlocks({ name, type: "file", mode: 0o644, uid: opts.uid, gid: opts.gid, size: 0, mtime });
+      continue;
     }
-    pack.finalize();
-  })();
-  let failed: unknown;
-  writer.catch((e) => {
-    failed = e;
-    pack.destroy(e as Error);
-  });
-  for await (const chunk of pack as AsyncIterable<Uint8Array>) yield chunk;
-  await writer;
-  if (failed) throw failed;
+    const common = { uid: e.uid ?? opts.uid, gid: e.gid ?? opts.gid, mtime };
+    const xattrs =
+      e.type !== "symlink" && e.xattrs && Object.keys(e.xattrs).length
+        ? {
+            xattrs: Object.entries(e.xattrs).map(([k, v]): [string, Uint8Array] => [
+              k,
+              Buffer.from(v, "base64"),
+            ]),
+          }
+        : {};
+    if (e.type === "dir") {
+      yield* headerBlocks({
+        ...common,
+        ...xattrs,
+        name: `${e.path}/`,
+        type: "directory",
+        mode: e.mode ?? 0o755,
+        size: 0,
+      });
+    } else if (e.type === "symlink") {
+      yield* headerBlocks({
+        ...common,
+        name: e.path,
+        type: "symlink",
+        linkname: e.target,
+        mode: 0o777,
+        size: 0,
+      });
+    } else if ("data" in e.source) {
+      const data = e.source.data;
+      yield* headerBlocks({
+        ...common,
+        ...xattrs,
+        name: e.path,
+        type: "file",
+        mode: e.mode,
+        size: data.byteLength,
+      });
+      if (data.byteLength) yield data;
+      yield padding(data.byteLength);
+    } else {
+      const file = e.source.file;
+      const size = (await stat(file)).size;
+      yield* headerBlocks({ ...common, ...xattrs, name: e.path, type: "file", mode: e.mode, size });
+      let written = 0;
+      for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+        written += chunk.length;
+        if (written > size) break;
+        yield chunk;
+      }
+      if (written !== size) throw tarError(`${file} changed size while it was written into a layer`);
+      yield padding(size);
+    }
+  }
+  yield END_OF_ARCHIVE;
 }
 
 /** The uncompressed tar of a layer's entries, streamed (normalised and sorted first). */

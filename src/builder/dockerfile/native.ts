@@ -19,8 +19,8 @@ import { ContextFs, expandSource, patternRegex, type SourceFs, TreeFs } from "./
 import { type Dockerfile, type Instruction, syntaxError } from "./parse.js";
 import type { StagePlan, StepPlan } from "./plan.js";
 import { expandHeredoc, keyValues, processWord, processWords } from "./shell.js";
-import { type Node, parentKey, type Spool, Tree, treeKey } from "./tree.js";
-import type { FsOp } from "./trivial.js";
+import { LOSSY_XATTR, type Node, parentKey, type Spool, Tree, treeKey } from "./tree.js";
+import { type FileCaps, type FsOp, posixShell } from "./trivial.js";
 
 export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -283,10 +283,14 @@ async function copyInto(
     });
   const destIsDir = dest.endsWith("/") || matches.length > 1 || wildcard;
   const destKey = treeKey(dest);
+  // Files from the context become root's; from a stage or an image they keep their owners and
+  // extended attributes (file capabilities, say), as in BuildKit and buildah. --chown overrides.
+  const fromContext = from instanceof ContextFs;
   const meta = (n: Node) => ({
     mode: opts.chmod ?? n.mode,
-    uid: opts.own?.uid ?? 0,
-    gid: opts.own?.gid ?? opts.own?.uid ?? 0,
+    uid: opts.own?.uid ?? (fromContext ? 0 : n.uid),
+    gid: opts.own?.gid ?? opts.own?.uid ?? (fromContext ? 0 : n.gid),
+    ...(n.xattrs ? { xattrs: n.xattrs } : {}),
   });
   const put = async (key: string, n: Node) => {
     const parent = path.posix.dirname(key);
@@ -297,7 +301,8 @@ async function copyInto(
       if (existing?.type !== "dir") tree.set(real, { type: "dir", ...meta(n) });
       else if (opts.own || opts.chmod !== undefined) tree.set(real, { ...existing, ...meta(n) });
     } else if (n.type === "symlink") {
-      tree.set(real, { type: "symlink", ...meta(n), mode: 0o777, target: n.target! });
+      const { xattrs: _, ...m } = meta(n);
+      tree.set(real, { type: "symlink", ...m, mode: 0o777, target: n.target! });
     } else {
       tree.set(real, { type: "file", ...meta(n), source: n.source! });
     }
@@ -317,7 +322,8 @@ async function copyInto(
   for (const m of matches) {
     const n = (await from.stat(m))!;
     if (n.type === "dir") {
-      if (destKey !== "") await put(destKey, { ...n, mode: opts.chmod ?? n.mode });
+      // The directory a directory's contents go into is made as root's (unless --chown).
+      if (destKey !== "") await put(destKey, { ...n, mode: opts.chmod ?? n.mode, uid: 0, gid: 0 });
       await copyDir(m, destKey);
       continue;
     }
@@ -377,42 +383,171 @@ async function archiveKind(file: string): Promise<"tar" | "tar.gz" | "other" | u
   return undefined;
 }
 
-/** Applies the file operations of a trivial RUN to the tree, failing as the command would. */
+/** Who a RUN runs as: USER resolved through the stage's /etc/passwd and /etc/group. */
+export interface Actor {
+  uid: number;
+  gid: number;
+  groups: Set<number>;
+}
+
+const ROOT: Actor = { uid: 0, gid: 0, groups: new Set() };
+
+/** The actor of a RUN under `USER spec`, as runc sets it up (primary group, supplementary groups). */
+async function actorOf(df: Dockerfile, ins: Instruction, tree: Tree, spec: string): Promise<Actor> {
+  if (spec === "" || spec === "root" || spec === "0" || spec === "0:0") return ROOT;
+  const [u, g] = spec.split(":") as [string, string | undefined];
+  const pw = /^[0-9]+$/.test(u)
+    ? undefined
+    : await tree.account("etc/passwd", u).then((f) => {
+        if (!f)
+          throw at(
+            df,
+            ins,
+            `USER ${u} is not in the stage's /etc/passwd`,
+            "Use a numeric id, or a user the stage defines.",
+          );
+        return f;
+      });
+  const uid = pw ? Number(pw[2]) : Number(u);
+  const numericPw = pw ?? (await passwdById(tree, uid));
+  let gid = numericPw && /^[0-9]+$/.test(numericPw[3] ?? "") ? Number(numericPw[3]) : 0;
+  if (g !== undefined && g !== "") {
+    const n = /^[0-9]+$/.test(g) ? Number(g) : await tree.lookup("etc/group", g);
+    if (n === undefined)
+      throw at(
+        df,
+        ins,
+        `USER ${spec}: group ${g} is not in the stage's /etc/group`,
+        "Use a numeric id, or a group the stage defines.",
+      );
+    gid = n;
+  }
+  const name = numericPw?.[0];
+  const groups = new Set<number>();
+  if (name && (g === undefined || g === "")) for (const id of await tree.memberships(name)) groups.add(id);
+  return { uid, gid, groups };
+}
+
+async function passwdById(tree: Tree, uid: number): Promise<string[] | undefined> {
+  return tree.accountBy("etc/passwd", (f) => f[2] === String(uid));
+}
+
+/** Whether the actor has permission `bit` (4 read, 2 write, 1 search/execute) on a node. */
+function may(n: Node, a: Actor, bit: number): boolean {
+  if (a.uid === 0) return true;
+  if (n.uid === a.uid) return ((n.mode >> 6) & bit) !== 0;
+  if (n.gid === a.gid || a.groups.has(n.gid)) return ((n.mode >> 3) & bit) !== 0;
+  return (n.mode & bit) !== 0;
+}
+
+/** Whether the actor may create or remove entries in a directory (search on every ancestor, write on it). */
+function mayChange(tree: Tree, dirKey: string, a: Actor): boolean {
+  if (a.uid === 0) return true;
+  const parts = dirKey === "" ? [] : dirKey.split("/");
+  for (let i = 0; i <= parts.length; i++) {
+    const n = tree.get(parts.slice(0, i).join("/"));
+    if (!n || !may(n, a, 1)) return false;
+  }
+  return may(tree.get(dirKey)!, a, 2);
+}
+
+/** The owner of an entry created in `parentKey`: the actor, with a set-group-ID directory's group. */
+function created(tree: Tree, parent: string, a: Actor): { uid: number; gid: number; setgid: boolean } {
+  const p = tree.get(parent);
+  const setgid = p?.type === "dir" && (p.mode & 0o2000) !== 0;
+  return { uid: a.uid, gid: setgid ? p.gid : a.gid, setgid };
+}
+
+/** File capabilities as the security.capability xattr (VFS_CAP_REVISION_2, little-endian), base64. */
+function capabilityXattr(c: FileCaps): string {
+  const b = Buffer.alloc(20);
+  b.writeUInt32LE(0x02000000 | (c.effective ? 1 : 0), 0);
+  b.writeUInt32LE(Number(c.permitted & 0xffffffffn), 4);
+  b.writeUInt32LE(Number(c.inheritable & 0xffffffffn), 8);
+  b.writeUInt32LE(Number(c.permitted >> 32n), 12);
+  b.writeUInt32LE(Number(c.inheritable >> 32n), 16);
+  return b.toString("base64");
+}
+
+const CAPABILITY = "security.capability";
+
+/** A node without its file capabilities (chown drops them, as the kernel does). */
+function withoutCaps(n: Node): Node {
+  if (!n.xattrs || !(CAPABILITY in n.xattrs)) return n;
+  const { [CAPABILITY]: _, ...rest } = n.xattrs;
+  const { xattrs: __, ...bare } = n;
+  return Object.keys(rest).length ? { ...bare, xattrs: rest } : bare;
+}
+
+/**
+ * Applies the file operations of a trivial RUN to the tree, failing as the command would. An
+ * operation that fails inside a `;` list (where the shell goes on), or that meets a permission
+ * check under a non-root USER, leaves the RUN to the builder: its outcome is then the real one.
+ */
 async function runOps(
   df: Dockerfile,
   ins: Instruction,
   tree: Tree,
   ops: FsOp[],
   workdir: string,
+  actor: Actor,
 ): Promise<Set<string>> {
   const changed = new Set<string>();
   const abs = (p: string) => treeKey(path.posix.resolve(workdir, p));
+  let current = 0;
   const fail = (msg: string) =>
-    at(df, ins, `RUN would fail: ${msg}`, "Fix the command; a real shell would stop here too.");
-  for (const op of ops) {
+    ops.slice(current).some((o) => o.then === ";")
+      ? new NeedsBuilder(ins, `${msg}, inside a ";" list the shell goes on after`)
+      : at(df, ins, `RUN would fail: ${msg}`, "Fix the command; a real shell would stop here too.");
+  const denied = (what: string) =>
+    new NeedsBuilder(
+      ins,
+      `${what} as a non-root USER meets a permission check polyarch leaves to the builder`,
+    );
+  const dirOf = (key: string) => tree.resolve(parentKey(key));
+  for (const [i, op] of ops.entries()) {
+    current = i;
+    if (actor.uid !== 0 && (op.op === "chown" || op.op === "setcap")) throw denied(op.op);
     switch (op.op) {
       case "true":
         break;
       case "mkdir":
         for (const p of op.paths) {
           const key = abs(p);
-          const parent = parentKey(key);
-          const real = path.posix.join(tree.resolve(parent), path.posix.basename(key));
-          const n = tree.get(tree.resolve(key));
-          if (n) {
-            if (op.parents && n.type === "dir") continue;
-            throw fail(`mkdir: cannot create directory '${p}': File exists`);
+          // mkdir -p makes each missing parent the same way, as the actor.
+          const parts = key.split("/");
+          for (let j = op.parents ? 1 : parts.length; j <= parts.length; j++) {
+            const k = parts.slice(0, j).join("/");
+            const real = path.posix.join(dirOf(k), path.posix.basename(k));
+            const n = tree.get(tree.resolve(k));
+            if (n) {
+              if (op.parents && n.type === "dir") continue;
+              if (op.parents && j < parts.length)
+                throw fail(`mkdir: cannot create directory '${p}': Not a directory`);
+              throw fail(`mkdir: cannot create directory '${p}': File exists`);
+            }
+            const parent = tree.resolve(parentKey(real));
+            if (tree.get(parent)?.type !== "dir")
+              throw fail(`mkdir: cannot create directory '${p}': No such file or directory`);
+            if (!mayChange(tree, parent, actor)) throw denied("mkdir");
+            const own = created(tree, parent, actor);
+            const last = j === parts.length;
+            // -m applies to the named directory only; parents get 0777 less the umask (022).
+            const mode = ((last ? op.mode : undefined) ?? 0o755) | (own.setgid ? 0o2000 : 0);
+            tree.set(real, { type: "dir", mode, uid: own.uid, gid: own.gid });
+            changed.add(real);
           }
-          if (!op.parents && tree.get(tree.resolve(parent))?.type !== "dir")
-            throw fail(`mkdir: cannot create directory '${p}': No such file or directory`);
-          if (op.parents) await ensureDir(tree, parent, changed);
-          tree.set(real, { type: "dir", mode: op.mode ?? 0o755, uid: 0, gid: 0 });
-          changed.add(real);
         }
         break;
       case "chmod":
       case "chown": {
-        const own = op.op === "chown" ? await owner(df, ins, tree, op.owner) : undefined;
+        // chown USER keeps each file's group; USER: takes the user's login group (coreutils, busybox).
+        const own =
+          op.op === "chown"
+            ? op.owner.includes(":")
+              ? await owner(df, ins, tree, op.owner)
+              : { uid: (await owner(df, ins, tree, op.owner)).uid }
+            : undefined;
         for (const p of op.paths) {
           const key = tree.resolve(abs(p));
           const n = tree.get(key);
@@ -420,8 +555,21 @@ async function runOps(
           const keys = [key, ...(op.recursive && n.type === "dir" ? tree.descendants(key) : [])];
           for (const k of keys) {
             const m = tree.get(k)!;
-            if (op.op === "chmod" && m.type !== "symlink") tree.set(k, { ...m, mode: op.mode });
-            if (own) tree.set(k, { ...m, uid: own.uid, gid: own.gid ?? m.gid });
+            if (op.op === "chmod" && m.type !== "symlink") {
+              if (actor.uid !== 0 && (m.uid !== actor.uid || (op.mode & 0o6000) !== 0)) throw denied("chmod");
+              tree.set(k, { ...m, mode: op.mode });
+            }
+            if (own) {
+              // The kernel drops set-user-ID, set-group-ID (when group-executable) and file
+              // capabilities of a non-directory whose owner changes, even for root.
+              const kill = m.type === "file" ? 0o4000 | (m.mode & 0o010 ? 0o2000 : 0) : 0;
+              tree.set(k, {
+                ...(m.type === "file" ? withoutCaps(m) : m),
+                mode: m.mode & ~kill,
+                uid: own.uid,
+                gid: own.gid ?? m.gid,
+              });
+            }
             changed.add(k);
           }
         }
@@ -432,12 +580,14 @@ async function runOps(
         const existing = tree.get(tree.resolve(key));
         if (existing?.type === "dir")
           key = path.posix.join(tree.resolve(key), path.posix.basename(op.target));
-        const real = path.posix.join(tree.resolve(parentKey(key)), path.posix.basename(key));
+        const real = path.posix.join(dirOf(key), path.posix.basename(key));
         if (tree.get(real) && !op.force)
           throw fail(`ln: failed to create symbolic link '${op.link}': File exists`);
         if (tree.get(tree.resolve(parentKey(real)))?.type !== "dir" && path.posix.dirname(real) !== ".")
           throw fail(`ln: failed to create symbolic link '${op.link}': No such file or directory`);
-        tree.set(real, { type: "symlink", mode: 0o777, uid: 0, gid: 0, target: op.target });
+        if (!mayChange(tree, tree.resolve(parentKey(real)), actor)) throw denied("ln -s");
+        const own = created(tree, tree.resolve(parentKey(real)), actor);
+        tree.set(real, { type: "symlink", mode: 0o777, uid: own.uid, gid: own.gid, target: op.target });
         changed.add(real);
         break;
       }
@@ -447,29 +597,80 @@ async function runOps(
           if (!tree.get(key)) {
             if (tree.get(tree.resolve(parentKey(key)))?.type !== "dir")
               throw fail(`touch: cannot touch '${p}': No such file or directory`);
-            tree.set(key, { type: "file", mode: 0o644, uid: 0, gid: 0, source: { data: new Uint8Array() } });
-          }
+            if (!mayChange(tree, tree.resolve(parentKey(key)), actor)) throw denied("touch");
+            const own = created(tree, tree.resolve(parentKey(key)), actor);
+            tree.set(key, {
+              type: "file",
+              mode: 0o644,
+              uid: own.uid,
+              gid: own.gid,
+              source: { data: new Uint8Array() },
+            });
+          } else if (actor.uid !== 0 && !may(tree.get(key)!, actor, 2)) throw denied("touch");
           changed.add(key);
         }
         break;
       case "rm":
         for (const p of op.paths) {
           const key = abs(p);
-          const real = path.posix.join(tree.resolve(parentKey(key)), path.posix.basename(key));
+          const real = path.posix.join(dirOf(key), path.posix.basename(key));
           const n = tree.get(real);
           if (!n) {
             if (op.force) continue;
             throw fail(`rm: cannot remove '${p}': No such file or directory`);
           }
           if (n.type === "dir" && !op.recursive) throw fail(`rm: cannot remove '${p}': Is a directory`);
+          if (actor.uid !== 0) {
+            const parent = tree.get(parentKey(real))!;
+            const sticky = (parent.mode & 0o1000) !== 0 && parent.uid !== actor.uid && n.uid !== actor.uid;
+            const inside =
+              n.type === "dir"
+                ? [real, ...tree.descendants(real)].filter((k) => tree.get(k)?.type === "dir")
+                : [];
+            if (
+              sticky ||
+              !mayChange(tree, parentKey(real), actor) ||
+              inside.some((k) => !may(tree.get(k)!, actor, 7))
+            )
+              throw denied("rm");
+          }
           for (const d of tree.descendants(real)) changed.delete(d);
           tree.remove(real);
           changed.add(real);
         }
         break;
+      case "setcap":
+        for (const f of op.files) {
+          const key = tree.resolve(abs(f.path));
+          const n = tree.get(key);
+          if (!n)
+            throw fail(`setcap: Failed to set capabilities on file '${f.path}' (No such file or directory)`);
+          if (n.type !== "file")
+            throw fail(`setcap: Failed to set capabilities on file '${f.path}' (Invalid argument)`);
+          const bare = withoutCaps(n);
+          tree.set(
+            key,
+            f.caps
+              ? { ...bare, xattrs: { ...(bare.xattrs ?? {}), [CAPABILITY]: capabilityXattr(f.caps) } }
+              : bare,
+          );
+          changed.add(key);
+        }
+        break;
     }
   }
   return changed;
+}
+
+/** Whether a command is an executable file of the tree: a path, or a name found through PATH. */
+function findCommand(tree: Tree, cmd: string, pathVar: string, workdir: string): boolean {
+  const dirs = cmd.includes("/")
+    ? [path.posix.resolve(workdir, path.posix.dirname(cmd))]
+    : pathVar.split(":").filter(Boolean);
+  return dirs.some((d) => {
+    const n = tree.get(tree.resolve(path.posix.join(d, path.posix.basename(cmd))));
+    return n?.type === "file" && (n.mode & 0o111) !== 0;
+  });
 }
 
 /** Runs one stage's steps natively; throws NeedsBuilder at the first step that needs a process. */
@@ -508,10 +709,18 @@ async function runStep(
   const layer = async (changed: Set<string>): Promise<void> => {
     if (changed.size === 0) return note(true);
     const tree = await st.tree();
-    if (deps.layers)
-      st.addLayer(
-        deps.cache.layer(entriesFor(tree, changed), deps.tarOpts, `${ins.original} # polyarch`, deps.pool),
+    const entries = entriesFor(tree, changed);
+    const lossy = entries.find(
+      (e) =>
+        e.type !== "whiteout" && e.type !== "symlink" && Object.values(e.xattrs ?? {}).includes(LOSSY_XATTR),
+    );
+    if (lossy)
+      throw new NeedsBuilder(
+        ins,
+        `/${lossy.path} has an extended attribute polyarch cannot read byte for byte`,
       );
+    if (deps.layers)
+      st.addLayer(deps.cache.layer(entries, deps.tarOpts, `${ins.original} # polyarch`, deps.pool));
     note(false);
   };
   switch (ins.keyword) {
@@ -737,11 +946,32 @@ async function runStep(
     }
     case "RUN": {
       if (step.mode !== "native" || !step.ops) throw new NeedsBuilder(ins, step.why);
-      const user = cfg.User ?? "";
-      if (user !== "" && user !== "root" && user !== "0" && user !== "0:0")
-        throw new NeedsBuilder(ins, `RUN as user ${user}`);
       const tree = await st.tree();
-      return layer(await runOps(df, ins, tree, step.ops, st.workdir()));
+      const shell = cfg.Shell ?? ["/bin/sh", "-c"];
+      if (!ins.json) {
+        if (!posixShell(shell)) throw new NeedsBuilder(ins, `RUN under SHELL ${JSON.stringify(shell)}`);
+        if (!findCommand(tree, shell[0]!, "", st.workdir()))
+          throw at(
+            df,
+            ins,
+            `RUN would fail: the image has no ${shell[0]} to run it`,
+            "Use a base with a shell, or the JSON form of RUN.",
+          );
+      }
+      const pathVar = st.vars().get("PATH") ?? DEFAULT_PATH.slice("PATH=".length);
+      for (const [i, op] of step.ops.entries())
+        if (op.cmd && !findCommand(tree, op.cmd, pathVar, st.workdir()))
+          // Inside a ";" list the shell goes on after "not found": the builder gives the real outcome.
+          throw step.ops.slice(i).some((o) => o.then === ";")
+            ? new NeedsBuilder(ins, `${op.cmd} is not in the image, inside a ";" list`)
+            : at(
+                df,
+                ins,
+                `RUN would fail: ${op.cmd}: not found in the image (PATH=${pathVar})`,
+                "Use a base that has the command, or leave it out.",
+              );
+      const actor = await actorOf(df, ins, tree, cfg.User ?? "");
+      return layer(await runOps(df, ins, tree, step.ops, st.workdir(), actor));
     }
     case "FROM":
       return;

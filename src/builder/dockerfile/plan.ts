@@ -174,7 +174,12 @@ export function planDockerfile(df: Dockerfile, opts: PlanOptions): PlatformPlan[
   // 2. The target stage.
   let target = df.stages.length - 1;
   if (opts.target !== undefined) {
-    const i = df.stages.findIndex((s) => s.name === opts.target!.toLowerCase());
+    // By name, or (as buildah takes it) by the index of a stage.
+    const byName = df.stages.findIndex((s) => s.name === opts.target!.toLowerCase());
+    const i =
+      byName >= 0 || !/^[0-9]+$/.test(opts.target) || Number(opts.target) >= df.stages.length
+        ? byName
+        : Number(opts.target);
     if (i < 0)
       throw new PolyarchError({
         code: "E_INPUT",

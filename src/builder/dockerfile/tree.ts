@@ -14,7 +14,7 @@ import { createGunzip } from "node:zlib";
 import { PolyarchError } from "../../errors.js";
 import type { BaseLayer } from "../../image/assemble.js";
 import { markUsed } from "../../layer/cache.js";
-import { cleanImagePath, type EntrySource, type LayerEntry } from "../../layer/index.js";
+import { cleanImagePath, type EntrySource, type LayerEntry, type Xattrs } from "../../layer/index.js";
 import { MediaType } from "../../manifest/index.js";
 import { digestHex } from "../../digest/index.js";
 
@@ -26,7 +26,15 @@ export interface Node {
   gid: number;
   source?: EntrySource;
   target?: string;
+  /** Extended attributes, values base64 (LOSSY_XATTR where the layer's bytes could not be read). */
+  xattrs?: Xattrs;
 }
+
+/**
+ * An xattr value tar-stream could not read as bytes (it decodes PAX values as UTF-8): such a
+ * file is not written again natively, so its attribute is never carried corrupted.
+ */
+export const LOSSY_XATTR = "!";
 
 /** A path inside the image in the tree's key form: "" is the root, else "a/b". */
 export function treeKey(p: string): string {
@@ -116,22 +124,41 @@ export class Tree {
   entry(key: string): LayerEntry {
     const n = this.nodes.get(key);
     if (!n) return { type: "whiteout", path: key };
-    if (n.type === "dir") return { type: "dir", path: key, mode: n.mode, uid: n.uid, gid: n.gid };
+    const x = n.xattrs && Object.keys(n.xattrs).length ? { xattrs: n.xattrs } : {};
+    if (n.type === "dir") return { type: "dir", path: key, mode: n.mode, uid: n.uid, gid: n.gid, ...x };
     if (n.type === "symlink")
       return { type: "symlink", path: key, target: n.target!, uid: n.uid, gid: n.gid };
-    return { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid };
+    return { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid, ...x };
   }
 
   /** The fields of a user's or group's line in the tree's /etc/passwd or /etc/group. */
   async account(file: "etc/passwd" | "etc/group", name: string): Promise<string[] | undefined> {
+    return this.accountBy(file, (f) => f[0] === name);
+  }
+
+  /** The fields of the first line of /etc/passwd or /etc/group that `match` accepts. */
+  async accountBy(
+    file: "etc/passwd" | "etc/group",
+    match: (fields: string[]) => boolean,
+  ): Promise<string[] | undefined> {
+    return (await this.#lines(file)).find(match);
+  }
+
+  /** The ids of the groups /etc/group lists a user as a member of. */
+  async memberships(user: string): Promise<number[]> {
+    return (await this.#lines("etc/group"))
+      .filter((f) => (f[3] ?? "").split(",").includes(user) && /^[0-9]+$/.test(f[2] ?? ""))
+      .map((f) => Number(f[2]));
+  }
+
+  async #lines(file: "etc/passwd" | "etc/group"): Promise<string[][]> {
     const n = this.nodes.get(this.resolve(file));
-    if (!n || n.type !== "file" || !n.source) return undefined;
+    if (!n || n.type !== "file" || !n.source) return [];
     const bytes = "data" in n.source ? n.source.data : await readFile(n.source.file);
     return Buffer.from(bytes)
       .toString("utf8")
       .split("\n")
-      .map((line) => line.split(":"))
-      .find((f) => f[0] === name);
+      .map((line) => line.split(":"));
   }
 
   /** A user's or group's numeric id, by name. */
@@ -171,7 +198,7 @@ export class Tree {
     const hardlinks: [string, string][] = [];
     const written: string[] = [];
     const under = (name: string) => treeKey(opts.prefix ? `${opts.prefix}/${treeKey(name)}` : name);
-    for (const [name, kind, mode, uid, gid, extra] of records) {
+    for (const [name, kind, mode, uid, gid, extra, xattrs] of records) {
       const key = under(name);
       const base = path.posix.basename(key);
       const dir = parentKey(key);
@@ -183,7 +210,12 @@ export class Tree {
         this.remove(dir === "" ? base.slice(4) : `${dir}/${base.slice(4)}`);
         continue;
       }
-      const meta = { mode, uid: opts.own?.uid ?? uid, gid: opts.own?.gid ?? gid };
+      const meta = {
+        mode,
+        uid: opts.own?.uid ?? uid,
+        gid: opts.own?.gid ?? gid,
+        ...(xattrs ? { xattrs } : {}),
+      };
       if (kind === "d") this.set(key, { type: "dir", ...meta });
       else if (kind === "l") this.set(key, { type: "symlink", ...meta, target: String(extra ?? "") });
       else if (kind === "h") {
@@ -214,7 +246,20 @@ export class Tree {
  * mode, uid, gid, and the file's spooled path, the link's target or the hard link's name.
  * Devices and fifos are left out: nothing native steps touch.
  */
-export type TarRecord = [string, "d" | "f" | "l" | "h", number, number, number, string?];
+export type TarRecord = [string, "d" | "f" | "l" | "h", number, number, number, string?, Xattrs?];
+
+/** The SCHILY.xattr.* records of an entry's PAX header, values base64 (LOSSY_XATTR when not bytes). */
+function paxXattrs(pax: Record<string, string> | null | undefined): Xattrs | undefined {
+  let out: Xattrs | undefined;
+  for (const [k, v] of Object.entries(pax ?? {}))
+    if (k.startsWith("SCHILY.xattr.")) {
+      out ??= {};
+      out[k.slice("SCHILY.xattr.".length)] = v.includes("\uFFFD")
+        ? LOSSY_XATTR
+        : Buffer.from(v).toString("base64");
+    }
+  return out;
+}
 
 /** Reads a tar (gzip when `gz`) into records, its files' contents spooled under `spool`. */
 export async function readTar(
@@ -230,13 +275,14 @@ export async function readTar(
     for await (const entry of ex) {
       const h = entry.header;
       const meta = [(h.mode ?? 0o644) & 0o7777, h.uid ?? 0, h.gid ?? 0] as const;
-      if (h.type === "directory") records.push([h.name, "d", ...meta]);
+      const x = paxXattrs(h.pax as Record<string, string> | undefined);
+      if (h.type === "directory") records.push(x ? [h.name, "d", ...meta, "", x] : [h.name, "d", ...meta]);
       else if (h.type === "symlink") records.push([h.name, "l", ...meta, h.linkname ?? ""]);
       else if (h.type === "link") records.push([h.name, "h", ...meta, h.linkname ?? ""]);
       else if (h.type === "file" || h.type === "contiguous-file") {
         const file = path.join(spool, String(seq.n++));
         await pipeline(entry, createWriteStream(file));
-        records.push([h.name, "f", ...meta, file]);
+        records.push(x ? [h.name, "f", ...meta, file, x] : [h.name, "f", ...meta, file]);
         continue;
       }
       entry.resume();
@@ -365,8 +411,8 @@ export class TreeStore {
 }
 
 /** Bump when records.json changes. */
-const FORMAT = "l1";
+const FORMAT = "l2";
 
 function withFile(r: TarRecord, file: string): TarRecord {
-  return [r[0], r[1], r[2], r[3], r[4], file];
+  return r[6] ? [r[0], r[1], r[2], r[3], r[4], file, r[6]] : [r[0], r[1], r[2], r[3], r[4], file];
 }

@@ -1,0 +1,126 @@
+/**
+ * The tar writer of polyarch's layers: ustar headers, with a PAX extended header where ustar
+ * cannot say it (a name or link target too long or not ASCII) and for extended attributes
+ * (`SCHILY.xattr.<name>`, values as raw bytes — the reason this is not tar-stream's packer,
+ * which writes PAX values as UTF-8 text). For entries without xattrs the bytes are the ones
+ * tar-stream 3 writes, so layer digests did not move when this replaced it.
+ */
+
+export interface TarHeader {
+  name: string;
+  type: "file" | "directory" | "symlink";
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  linkname?: string;
+  /** Extended attributes, values as bytes. */
+  xattrs?: [string, Uint8Array][];
+}
+
+const BLOCK = 512;
+const TYPEFLAG = { file: "0", directory: "5", symlink: "2", pax: "x" } as const;
+
+function octal(value: number, width: number): string {
+  const s = value.toString(8);
+  return s.length > width ? `${"7".repeat(width)} ` : `${s.padStart(width, "0")} `;
+}
+
+/** One ustar header block; undefined when the name or link target needs PAX. */
+function ustar(h: Omit<TarHeader, "xattrs" | "type"> & { type: keyof typeof TYPEFLAG }): Buffer | undefined {
+  let name = h.name;
+  let prefix = "";
+  if (Buffer.byteLength(name) !== name.length) return undefined; // not ASCII
+  while (name.length > 100) {
+    const i = name.indexOf("/");
+    if (i === -1) return undefined;
+    prefix += prefix ? `/${name.slice(0, i)}` : name.slice(0, i);
+    name = name.slice(i + 1);
+  }
+  if (prefix.length > 155) return undefined;
+  if (h.linkname && Buffer.byteLength(h.linkname) > 100) return undefined;
+  const b = Buffer.alloc(BLOCK);
+  b.write(name, 0);
+  b.write(octal(h.mode & 0o7777, 6), 100);
+  b.write(octal(h.uid, 6), 108);
+  b.write(octal(h.gid, 6), 116);
+  const size = h.size.toString(8);
+  if (size.length > 11) {
+    // base-256 for sizes of 8 GiB and more
+    b[124] = 0x80;
+    let n = h.size;
+    for (let i = 11; i > 0; i--) {
+      b[124 + i] = n & 0xff;
+      n = Math.floor(n / 0x100);
+    }
+  } else b.write(octal(h.size, 11), 124);
+  b.write(octal(Math.floor(h.mtime), 11), 136);
+  b.write(TYPEFLAG[h.type], 156);
+  if (h.linkname) b.write(h.linkname, 157);
+  b.write("ustar\0", 257, "latin1");
+  b.write("00", 263);
+  b.write(octal(0, 6), 329);
+  b.write(octal(0, 6), 337);
+  if (prefix) b.write(prefix, 345);
+  let sum = 8 * 32;
+  for (let i = 0; i < 148; i++) sum += b[i]!;
+  for (let i = 156; i < BLOCK; i++) sum += b[i]!;
+  b.write(octal(sum, 6), 148);
+  return b;
+}
+
+/** PAX records ("<len> <key>=<value>\n"; the length counts its own digits), values as bytes. */
+function paxRecords(records: [string, Uint8Array][]): Buffer {
+  return Buffer.concat(
+    records.map(([k, v]) => {
+      const body = Buffer.concat([Buffer.from(` ${k}=`), v, Buffer.from("\n")]);
+      let len = body.length + String(body.length).length;
+      if (String(len).length !== String(body.length).length) len = body.length + String(len).length;
+      return Buffer.concat([Buffer.from(String(len)), body]);
+    }),
+  );
+}
+
+/** Zero bytes that round `size` up to whole blocks. */
+export function padding(size: number): Buffer {
+  const r = size % BLOCK;
+  return Buffer.alloc(r ? BLOCK - r : 0);
+}
+
+/** The two zero blocks that end an archive. */
+export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+
+/**
+ * The header blocks of one entry (its PAX extended header first when it needs one); the
+ * entry's data and padding follow them.
+ */
+export function headerBlocks(h: TarHeader): Buffer[] {
+  const plain = h.xattrs?.length ? undefined : ustar(h);
+  if (plain) return [plain];
+  const records: [string, Uint8Array][] = [["path", Buffer.from(h.name)]];
+  if (h.linkname) records.push(["linkpath", Buffer.from(h.linkname)]);
+  for (const [k, v] of [...(h.xattrs ?? [])].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    records.push([`SCHILY.xattr.${k}`, v]);
+  const pax = paxRecords(records);
+  const common = { mode: h.mode, uid: h.uid, gid: h.gid, mtime: h.mtime };
+  return [
+    ustar({
+      ...common,
+      name: "PaxHeader",
+      type: "pax",
+      size: pax.length,
+      ...(h.linkname ? { linkname: "PaxHeader" } : {}),
+    })!,
+    pax,
+    padding(pax.length),
+    ustar({
+      ...common,
+      name: "PaxHeader",
+      type: h.type,
+      size: h.size,
+      ...(h.linkname ? { linkname: "PaxHeader" } : {}),
+    })!,
+  ];
+}
