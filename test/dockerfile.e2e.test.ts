@@ -858,6 +858,11 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
     const t = await dfBuild(ctx, ["--target", "nope", "--dry-run"]);
     assert.match(t.stderr, /has no stage named "nope"/);
+    // A command failing inside a ";" list does not stop the shell: that RUN goes to the builder.
+    await writeFile(path.join(ctx, "Dockerfile"), `FROM oci:${busybox}:latest\nRUN rm /nope; mkdir /y\n`);
+    const semi = await dfBuild(ctx, ["-p", "linux/amd64", "-o", `oci:${out}-semi`]);
+    assert.equal(semi.code, 0, semi.stderr);
+    assert.match(semi.stderr, /1 on buildah/);
   });
 
   it("polyarch run builds a Dockerfile image from polyarch.yaml; --dry-run shows its steps", async () => {

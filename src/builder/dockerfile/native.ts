@@ -630,7 +630,7 @@ async function runOps(
             if (
               sticky ||
               !mayChange(tree, parentKey(real), actor) ||
-              inside.some((k) => !may(tree.get(k)!, actor, 7))
+              inside.some((k) => ![4, 2, 1].every((bit) => may(tree.get(k)!, actor, bit)))
             )
               throw denied("rm");
           }
