@@ -12,7 +12,7 @@
  * 4. a fully delegated Dockerfile (one stage, a RUN, both platforms, arm64 emulated on both
  *    sides): polyarch handing the stage to buildah vs buildah alone; target within 1.1×.
  * Medians of --runs (default 5; rows 3 and 4: --go-runs, default 1), sides alternating;
- * --skip-native leaves rows 1 and 2 out.
+ * --skip-native leaves rows 1 and 2 out, --skip-go rows 3 and 4.
  * The bases (busybox per architecture; busybox plus this machine's Go toolchain) are made
  * offline by buildah before anything is timed.
  */
@@ -161,141 +161,145 @@ try {
     );
   }
   // ---- rows 3 and 4: bases made offline, then the Go pattern and a fully delegated build ----
-  const bases = path.join(work, "bases");
-  const bbEnv = storage(path.join(work, "bases-storage"));
-  const ARM_BB = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
-  const baseOf = (name: string, platform: string, fill: (root: string) => void) => {
-    const ctxDir = path.join(bases, `${name}-ctx`);
-    const root = path.join(ctxDir, "rootfs");
-    mkdirSync(path.join(root, "bin"), { recursive: true });
-    mkdirSync(path.join(root, "etc"), { recursive: true });
-    mkdirSync(path.join(root, "tmp"), { recursive: true });
-    chmodSync(path.join(root, "tmp"), 0o1777);
-    writeFileSync(
-      path.join(root, "etc", "passwd"),
-      "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
-    );
-    writeFileSync(path.join(root, "etc", "group"), "root:x:0:\napp:x:1000:\n");
-    fill(root);
-    writeFileSync(path.join(ctxDir, "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
-    const out = path.join(bases, name);
-    run(
-      "buildah",
-      [
-        "bud",
-        "--isolation",
-        "chroot",
-        "--timestamp",
-        "0",
-        "--platform",
-        platform,
-        "-f",
-        path.join(ctxDir, "Dockerfile"),
-        "-t",
-        `oci:${out}:latest`,
-        ctxDir,
-      ],
-      bbEnv,
-    );
-    rmSync(ctxDir, { recursive: true, force: true });
-    return out;
-  };
-  const busybox = (bb: string) => (root: string) => {
-    copyFileSync(bb, path.join(root, "bin", "busybox"));
-    chmodSync(path.join(root, "bin", "busybox"), 0o755);
-    for (const c of ["sh", "mkdir", "chown", "echo", "uname", "cat"])
-      symlinkSync("busybox", path.join(root, "bin", c));
-  };
-  baseOf("small-amd64", "linux/amd64", busybox("/bin/busybox"));
-  baseOf("small-arm64", "linux/arm64", busybox(ARM_BB));
-  const goroot = spawnSync("go", ["env", "GOROOT"]).stdout.toString().trim();
-  const golang = baseOf("golang", "linux/amd64", (root) => {
-    busybox("/bin/busybox")(root);
-    mkdirSync(path.join(root, "usr", "local", "go"), { recursive: true });
-    for (const part of ["bin", "pkg", "src", "lib", "go.env", "VERSION"])
-      cpSync(path.join(goroot, part), path.join(root, "usr", "local", "go", part), { recursive: true });
-  });
-  const goCtx = path.join(work, "goctx");
-  cpSync(path.join(ROOT, "examples", "hello"), goCtx, { recursive: true });
-  writeFileSync(
-    path.join(goCtx, "Dockerfile"),
-    [
-      "ARG TARGETARCH",
-      `FROM --platform=$BUILDPLATFORM oci:${golang}:latest AS build`,
-      "ARG TARGETOS",
-      "ARG TARGETARCH",
-      "WORKDIR /src",
-      "COPY . .",
-      "RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOCACHE=/tmp/gocache GOFLAGS=-trimpath /usr/local/go/bin/go build -o /out/hello .",
-      `FROM oci:${bases}/small-\${TARGETARCH}:latest`,
-      "RUN mkdir -p /app && chown app:app /app",
-      "COPY --from=build /out/hello /app/hello",
-      "USER app",
-      'ENTRYPOINT ["/app/hello"]',
-    ].join("\n"),
-  );
-  // buildah 1.28 does not expand $BUILDPLATFORM in FROM --platform: its copy names the build
-  // machine's platform, which is what the variable means. After a stage with --platform it also
-  // loses the next stage's base pulled for another platform ("image not known") unless that
-  // FROM names its platform too: --platform=$TARGETPLATFORM, which is what a FROM without it
-  // means. polyarch gets the Dockerfile as written.
-  const bhGoCtx = path.join(work, "goctx-buildah");
-  cpSync(goCtx, bhGoCtx, { recursive: true });
-  writeFileSync(
-    path.join(bhGoCtx, "Dockerfile"),
-    readFileSync(path.join(goCtx, "Dockerfile"), "utf8")
-      .replace("$BUILDPLATFORM", `linux/${process.arch === "x64" ? "amd64" : process.arch}`)
-      .replace(`FROM oci:${bases}/small-`, `FROM --platform=$TARGETPLATFORM oci:${bases}/small-`),
-  );
-  const delCtx = path.join(work, "delctx");
-  mkdirSync(delCtx);
-  writeFileSync(
-    path.join(delCtx, "Dockerfile"),
-    `ARG TARGETARCH\nFROM oci:${bases}/small-\${TARGETARCH}:latest\nARG TARGETARCH\nRUN mkdir -p /data && echo "built for $TARGETARCH on $(uname -m)" > /data/built && cat /data/built\n`,
-  );
-  const goBh: number[] = [];
-  const goPa: number[] = [];
-  const delBh: number[] = [];
-  const delPa: number[] = [];
-  // A side that fails is reported with its error's first line instead of a time.
-  const failed = new Map<number[], string>();
-  const timed = (into: number[], f: () => number) => {
-    try {
-      into.push(f());
-    } catch (e) {
-      failed.set(
-        into,
-        (e as Error).message.split("\n").find((l) => l.startsWith("Error:")) ??
-          (e as Error).message.split("\n")[0]!,
+  // A labelled block, so --skip-go leaves the rest of the try (and the finally still cleans up).
+  rows34: {
+    if (process.argv.includes("--skip-go")) break rows34;
+    const bases = path.join(work, "bases");
+    const bbEnv = storage(path.join(work, "bases-storage"));
+    const ARM_BB = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
+    const baseOf = (name: string, platform: string, fill: (root: string) => void) => {
+      const ctxDir = path.join(bases, `${name}-ctx`);
+      const root = path.join(ctxDir, "rootfs");
+      mkdirSync(path.join(root, "bin"), { recursive: true });
+      mkdirSync(path.join(root, "etc"), { recursive: true });
+      mkdirSync(path.join(root, "tmp"), { recursive: true });
+      chmodSync(path.join(root, "tmp"), 0o1777);
+      writeFileSync(
+        path.join(root, "etc", "passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
       );
+      writeFileSync(path.join(root, "etc", "group"), "root:x:0:\napp:x:1000:\n");
+      fill(root);
+      writeFileSync(path.join(ctxDir, "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
+      const out = path.join(bases, name);
+      run(
+        "buildah",
+        [
+          "bud",
+          "--isolation",
+          "chroot",
+          "--timestamp",
+          "0",
+          "--platform",
+          platform,
+          "-f",
+          path.join(ctxDir, "Dockerfile"),
+          "-t",
+          `oci:${out}:latest`,
+          ctxDir,
+        ],
+        bbEnv,
+      );
+      rmSync(ctxDir, { recursive: true, force: true });
+      return out;
+    };
+    const busybox = (bb: string) => (root: string) => {
+      copyFileSync(bb, path.join(root, "bin", "busybox"));
+      chmodSync(path.join(root, "bin", "busybox"), 0o755);
+      for (const c of ["sh", "mkdir", "chown", "echo", "uname", "cat"])
+        symlinkSync("busybox", path.join(root, "bin", c));
+    };
+    baseOf("small-amd64", "linux/amd64", busybox("/bin/busybox"));
+    baseOf("small-arm64", "linux/arm64", busybox(ARM_BB));
+    const goroot = spawnSync("go", ["env", "GOROOT"]).stdout.toString().trim();
+    const golang = baseOf("golang", "linux/amd64", (root) => {
+      busybox("/bin/busybox")(root);
+      mkdirSync(path.join(root, "usr", "local", "go"), { recursive: true });
+      for (const part of ["bin", "pkg", "src", "lib", "go.env", "VERSION"])
+        cpSync(path.join(goroot, part), path.join(root, "usr", "local", "go", part), { recursive: true });
+    });
+    const goCtx = path.join(work, "goctx");
+    cpSync(path.join(ROOT, "examples", "hello"), goCtx, { recursive: true });
+    writeFileSync(
+      path.join(goCtx, "Dockerfile"),
+      [
+        "ARG TARGETARCH",
+        `FROM --platform=$BUILDPLATFORM oci:${golang}:latest AS build`,
+        "ARG TARGETOS",
+        "ARG TARGETARCH",
+        "WORKDIR /src",
+        "COPY . .",
+        "RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH GOCACHE=/tmp/gocache GOFLAGS=-trimpath /usr/local/go/bin/go build -o /out/hello .",
+        `FROM oci:${bases}/small-\${TARGETARCH}:latest`,
+        "RUN mkdir -p /app && chown app:app /app",
+        "COPY --from=build /out/hello /app/hello",
+        "USER app",
+        'ENTRYPOINT ["/app/hello"]',
+      ].join("\n"),
+    );
+    // buildah 1.28 does not expand $BUILDPLATFORM in FROM --platform: its copy names the build
+    // machine's platform, which is what the variable means. After a stage with --platform it also
+    // loses the next stage's base pulled for another platform ("image not known") unless that
+    // FROM names its platform too: --platform=$TARGETPLATFORM, which is what a FROM without it
+    // means. polyarch gets the Dockerfile as written.
+    const bhGoCtx = path.join(work, "goctx-buildah");
+    cpSync(goCtx, bhGoCtx, { recursive: true });
+    writeFileSync(
+      path.join(bhGoCtx, "Dockerfile"),
+      readFileSync(path.join(goCtx, "Dockerfile"), "utf8")
+        .replace("$BUILDPLATFORM", `linux/${process.arch === "x64" ? "amd64" : process.arch}`)
+        .replace(`FROM oci:${bases}/small-`, `FROM --platform=$TARGETPLATFORM oci:${bases}/small-`),
+    );
+    const delCtx = path.join(work, "delctx");
+    mkdirSync(delCtx);
+    writeFileSync(
+      path.join(delCtx, "Dockerfile"),
+      `ARG TARGETARCH\nFROM oci:${bases}/small-\${TARGETARCH}:latest\nARG TARGETARCH\nRUN mkdir -p /data && echo "built for $TARGETARCH on $(uname -m)" > /data/built && cat /data/built\n`,
+    );
+    const goBh: number[] = [];
+    const goPa: number[] = [];
+    const delBh: number[] = [];
+    const delPa: number[] = [];
+    // A side that fails is reported with its error's first line instead of a time.
+    const failed = new Map<number[], string>();
+    const timed = (into: number[], f: () => number) => {
+      try {
+        into.push(f());
+      } catch (e) {
+        failed.set(
+          into,
+          (e as Error).message.split("\n").find((l) => l.startsWith("Error:")) ??
+            (e as Error).message.split("\n")[0]!,
+        );
+      }
+    };
+    for (let i = 0; i < GO_RUNS; i++) {
+      const d = path.join(work, `g${i}`);
+      timed(goPa, () => polyarchBoth(goCtx, path.join(d, "cache"), path.join(d, "pa")));
+      timed(goBh, () => buildahBoth(bhGoCtx, path.join(d, "bh")));
+      timed(delPa, () => polyarchBoth(delCtx, path.join(d, "dcache"), path.join(d, "dpa")));
+      timed(delBh, () => buildahBoth(delCtx, path.join(d, "dbh")));
+      if (i < GO_RUNS - 1) rmSync(d, { recursive: true, force: true });
     }
-  };
-  for (let i = 0; i < GO_RUNS; i++) {
-    const d = path.join(work, `g${i}`);
-    timed(goPa, () => polyarchBoth(goCtx, path.join(d, "cache"), path.join(d, "pa")));
-    timed(goBh, () => buildahBoth(bhGoCtx, path.join(d, "bh")));
-    timed(delPa, () => polyarchBoth(delCtx, path.join(d, "dcache"), path.join(d, "dpa")));
-    timed(delBh, () => buildahBoth(delCtx, path.join(d, "dbh")));
-    if (i < GO_RUNS - 1) rmSync(d, { recursive: true, force: true });
+    // The rebuild: the last run's cache, nothing changed.
+    const last = path.join(work, `g${GO_RUNS - 1}`);
+    const goWarm: number[] = [];
+    for (let i = 0; i < Math.max(3, GO_RUNS); i++)
+      timed(goWarm, () => polyarchBoth(goCtx, path.join(last, "cache"), path.join(last, "pa")));
+    const secs = (xs: number[]) =>
+      failed.has(xs) ? `failed (${failed.get(xs)})` : `${(median(xs) / 1000).toFixed(2)} s`;
+    const gr = median(goBh) / median(goPa);
+    console.log(
+      `go pattern, 2 platforms, cold     buildah ${secs(goBh)}   polyarch ${secs(goPa)}   ${failed.size ? "" : `polyarch is ${gr.toFixed(2)}x faster `}(n=${GO_RUNS}; target ≥ 1.5x)  ${gr >= 1.5 ? "MET" : "NOT MET"}`,
+    );
+    console.log(
+      `go pattern, no-change rebuild     polyarch ${secs(goWarm)} (n=${goWarm.length}; target < 1 s)  ${median(goWarm) < 1000 ? "MET" : "NOT MET"}`,
+    );
+    const dr = median(delPa) / median(delBh);
+    console.log(
+      `fully delegated, 2 platforms      buildah ${secs(delBh)}   polyarch ${secs(delPa)}   ${Number.isFinite(dr) ? `polyarch takes ${dr.toFixed(2)}x buildah's time ` : ""}(n=${GO_RUNS}; target ≤ 1.1x)  ${dr <= 1.1 ? "MET" : "NOT MET"}`,
+    );
   }
-  // The rebuild: the last run's cache, nothing changed.
-  const last = path.join(work, `g${GO_RUNS - 1}`);
-  const goWarm: number[] = [];
-  for (let i = 0; i < Math.max(3, GO_RUNS); i++)
-    timed(goWarm, () => polyarchBoth(goCtx, path.join(last, "cache"), path.join(last, "pa")));
-  const secs = (xs: number[]) =>
-    failed.has(xs) ? `failed (${failed.get(xs)})` : `${(median(xs) / 1000).toFixed(2)} s`;
-  const gr = median(goBh) / median(goPa);
-  console.log(
-    `go pattern, 2 platforms, cold     buildah ${secs(goBh)}   polyarch ${secs(goPa)}   ${failed.size ? "" : `polyarch is ${gr.toFixed(2)}x faster `}(n=${GO_RUNS}; target ≥ 1.5x)  ${gr >= 1.5 ? "MET" : "NOT MET"}`,
-  );
-  console.log(
-    `go pattern, no-change rebuild     polyarch ${secs(goWarm)} (n=${goWarm.length}; target < 1 s)  ${median(goWarm) < 1000 ? "MET" : "NOT MET"}`,
-  );
-  const dr = median(delPa) / median(delBh);
-  console.log(
-    `fully delegated, 2 platforms      buildah ${secs(delBh)}   polyarch ${secs(delPa)}   ${Number.isFinite(dr) ? `polyarch takes ${dr.toFixed(2)}x buildah's time ` : ""}(n=${GO_RUNS}; target ≤ 1.1x)  ${dr <= 1.1 ? "MET" : "NOT MET"}`,
-  );
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
