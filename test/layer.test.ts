@@ -97,7 +97,7 @@ describe("reproducible layers", () => {
     assert.deepEqual({ digest: a.digest, diffId: a.diffId, size: a.size }, GOLDEN);
   });
 
-  it("the worker pool writes exactly the bytes writeLayer does, with any number of workers", async () => {
+  it("the worker pool writes exactly the bytes writeLayer does, with any number of workers, and inline", async () => {
     const { LayerPool } = await import("../src/layer/pool.js");
     const want = await writeLayer(entries(), opts, path.join(dir, "seq.tgz"));
     const small: LayerEntry[] = [
@@ -105,7 +105,7 @@ describe("reproducible layers", () => {
     ];
     const wantSmall = await writeLayer(small, opts, path.join(dir, "seq-small.tgz"));
     for (const workers of [1, 3]) {
-      const pool = new LayerPool(workers);
+      const pool = new LayerPool(workers, { inlineBytes: 0 });
       try {
         const [got, gotSmall] = await Promise.all([
           pool.writeLayer(entries(), opts, path.join(dir, `pool-${workers}.tgz`)),
@@ -117,6 +117,14 @@ describe("reproducible layers", () => {
       } finally {
         await pool.close();
       }
+    }
+    // Small layers are compressed on the calling thread: the same bytes.
+    const inline = new LayerPool(2);
+    try {
+      const got = await inline.writeLayer(entries(), opts, path.join(dir, "inline.tgz"));
+      assert.deepEqual(await readFile(got.file), await readFile(want.file));
+    } finally {
+      await inline.close();
     }
   });
 
