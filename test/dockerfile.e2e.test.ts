@@ -516,6 +516,56 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("COPY --parents keeps each source's path (from a /./ on), with the directories' own modes", async () => {
+    // No builder here takes --parents (buildah 1.28 and BuildKit 0.17's built-in frontend do
+    // not), so this checks the documented result rather than a differential one.
+    const ctx = path.join(work, "parents");
+    await mkdir(path.join(ctx, "apps", "web", "src"), { recursive: true });
+    await mkdir(path.join(ctx, "apps", "api"), { recursive: true });
+    await mkdir(path.join(ctx, "pkgs", "ui"), { recursive: true });
+    await chmod(path.join(ctx, "apps", "web"), 0o750);
+    await writeFile(path.join(ctx, "apps", "web", "package.json"), "{}\n");
+    await writeFile(path.join(ctx, "apps", "web", "src", "main.js"), "main\n");
+    await writeFile(path.join(ctx, "apps", "api", "package.json"), "{}\n");
+    await writeFile(path.join(ctx, "pkgs", "ui", "package.json"), "{}\n");
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        `FROM oci:${busybox}:latest AS src`,
+        "COPY --parents apps/*/package.json pkgs/*/package.json /ws/",
+        "COPY --parents ./apps/./web/src /flat/",
+        "COPY --parents=false apps/web/package.json apps/api/package.json /plain/",
+        "RUN chown -R app /ws/pkgs",
+        `FROM oci:${busybox}:latest`,
+        "COPY --from=src --parents /ws/./pkgs/ui /from-stage/",
+        "COPY --from=src /ws /ws",
+        "COPY --from=src /flat /flat",
+        "COPY --from=src /plain /plain",
+      ].join("\n"),
+    );
+    const out = path.join(work, "parents-out");
+    const r = await dfBuild(ctx, ["-p", "linux/amd64", "-o", `oci:${out}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /on buildah/);
+    const { tree } = await flatten(out, "amd64");
+    const has = (line: string) =>
+      assert.ok(
+        tree.some((l) => l.startsWith(line)),
+        `${line} in\n${tree.join("\n")}`,
+      );
+    has("ws/apps d 755 0 0");
+    has("ws/apps/web d 750 0 0");
+    has("ws/apps/web/package.json f 644 0 0");
+    has("ws/apps/api/package.json f 644 0 0");
+    has("ws/pkgs/ui/package.json f 644 1000 0"); // chown USER keeps the group
+    assert.ok(!tree.some((l) => l.startsWith("ws/apps/web/src")), "only what the patterns name");
+    has("flat/web/src/main.js f 644 0 0");
+    assert.ok(!tree.some((l) => l.startsWith("flat/apps")), "the path is kept from the /./ on");
+    has("plain/package.json f 644 0 0");
+    has("from-stage/pkgs/ui/package.json f 644 1000 0");
+    assert.ok(!tree.some((l) => l.startsWith("from-stage/ws")), "--from with a /./ pivot");
+  });
+
   it("COPY --from an image reads that image's files for each platform, natively", async () => {
     const ctx = path.join(work, "fromimage");
     await mkdir(ctx, { recursive: true });

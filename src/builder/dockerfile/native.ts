@@ -253,7 +253,14 @@ async function copyInto(
   from: SourceFs,
   sources: string[],
   dest: string,
-  opts: { own?: { uid: number; gid?: number }; chmod?: number; exclude: RegExp[]; what: string },
+  opts: {
+    own?: { uid: number; gid?: number };
+    chmod?: number;
+    exclude: RegExp[];
+    what: string;
+    /** COPY --parents: each source keeps its path (from a `/./` in it on) under the destination. */
+    parents?: boolean;
+  },
 ): Promise<Set<string>> {
   const changed = new Set<string>();
   for (const s of sources)
@@ -265,8 +272,16 @@ async function copyInto(
       });
   const wildcard = sources.some((s) => /[*?[]/.test(s));
   const matches: string[] = [];
+  /** Per match, with --parents: the source directory its kept path starts from. */
+  const pivots = new Map<string, string>();
   for (const s of sources) {
     const found = (await expandSource(from, s)).filter((m) => !opts.exclude.some((re) => re.test(m)));
+    if (opts.parents) {
+      const raw = s.replace(/^\/+/, "").replace(/^(\.\/)+/, "");
+      const at = raw.indexOf("/./");
+      const pivot = at >= 0 ? treeKey(raw.slice(0, at)) : "";
+      for (const m of found) pivots.set(m, pivot);
+    }
     if (!found.length && !wildcard)
       throw new PolyarchError({
         code: "E_INPUT",
@@ -319,6 +334,26 @@ async function copyInto(
       if (n.type === "dir") await copyDir(child, target);
     }
   };
+  if (opts.parents) {
+    // Each match goes to dest/<its path after the pivot>, with the directories on the way
+    // copied from the source (their modes and, from a stage, owners), as BuildKit copies them.
+    if (destKey !== "") await ensureDir(tree, destKey, changed);
+    for (const m of matches) {
+      const pivot = pivots.get(m) ?? "";
+      const rel = pivot ? m.slice(pivot.length + 1) : m;
+      const parts = rel.split("/");
+      for (let j = 1; j < parts.length; j++) {
+        const dir = parts.slice(0, j).join("/");
+        const srcDir = await from.stat(pivot ? `${pivot}/${dir}` : dir);
+        if (srcDir) await put(destKey ? `${destKey}/${dir}` : dir, srcDir);
+      }
+      const n = (await from.stat(m))!;
+      const target = destKey ? `${destKey}/${rel}` : rel;
+      await put(target, n);
+      if (n.type === "dir") await copyDir(m, target);
+    }
+    return changed;
+  }
   for (const m of matches) {
     const n = (await from.stat(m))!;
     if (n.type === "dir") {
@@ -821,8 +856,13 @@ async function runStep(
     case "ADD": {
       const tree = await st.tree();
       const what = `${df.file}:${ins.line}: ${ins.keyword}`;
-      for (const f of ["parents", "checksum", "keep-git-dir", "unpack"])
+      for (const f of ["checksum", "keep-git-dir", "unpack"])
         if (ins.flags.has(f)) throw new NeedsBuilder(ins, `${ins.keyword} --${f}`);
+      const parentsFlag = ins.flags.get("parents")?.[0];
+      if (parentsFlag !== undefined && !["", "true", "false"].includes(parentsFlag))
+        throw at(df, ins, `--parents=${parentsFlag} is not true or false`);
+      const parents = parentsFlag === "" || parentsFlag === "true";
+      if (parents && ins.keyword === "ADD") throw new NeedsBuilder(ins, "ADD --parents");
       const chmodText = ins.flags.get("chmod")?.[0];
       const chmod =
         chmodText === undefined
@@ -929,6 +969,7 @@ async function runStep(
               ...(chmod !== undefined ? { chmod } : {}),
               exclude,
               what,
+              ...(parents ? { parents } : {}),
             },
           )
         : new Set<string>();
