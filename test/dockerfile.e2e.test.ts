@@ -566,6 +566,77 @@ describe("Dockerfile builds, natively, against buildah", () => {
     assert.ok(!tree.some((l) => l.startsWith("from-stage/ws")), "--from with a /./ pivot");
   });
 
+  it("ADD of an http(s) URL downloads natively as buildah does (0600, named after the URL, not unpacked); --checksum holds", async () => {
+    const { createServer } = await import("node:http");
+    const { createHash } = await import("node:crypto");
+    const { gzipSync } = await import("node:zlib");
+    const data = Buffer.from("remote data\n");
+    const tgz = gzipSync(Buffer.alloc(1024)); // gzip, but ADD never unpacks what it downloads
+    const server = createServer((req, res) => {
+      if (req.url === "/files/data.txt") res.end(data);
+      else if (req.url === "/files/pkg.tar.gz") res.end(tgz);
+      else if (req.url === "/go") res.writeHead(302, { location: "/files/data.txt" }).end();
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const ctx = path.join(work, "addurl");
+      await mkdir(ctx, { recursive: true });
+      await writeFile(
+        path.join(ctx, "Dockerfile"),
+        [
+          `FROM oci:${busybox}:latest`,
+          `ADD ${base}/files/data.txt /srv/`,
+          `ADD ${base}/files/pkg.tar.gz /srv/pkg/`,
+          `ADD --chmod=0644 ${base}/go /srv/renamed.txt`,
+          `ADD --chown=app:staff ${base}/files/data.txt /srv/owned`,
+        ].join("\n"),
+      );
+      const r = await both(path.join(ctx, "Dockerfile"), ctx, "addurl", ["linux/amd64"]);
+      assert.doesNotMatch(r.stderr, /on buildah/, "downloaded natively");
+      const flat = await flatten(r.layout, "amd64");
+      assert.ok(flat.tree.some((l) => l.startsWith("srv/data.txt f 600 0 0")));
+      assert.ok(flat.tree.some((l) => l.startsWith("srv/pkg/pkg.tar.gz f 600 0 0")));
+
+      // --checksum (which buildah 1.28 does not take): a match builds, a mismatch writes nothing.
+      const sum = createHash("sha256").update(data).digest("hex");
+      const out = path.join(work, "addurl-sum");
+      await writeFile(
+        path.join(ctx, "Dockerfile"),
+        `FROM scratch\nADD --checksum=sha256:${sum} ${base}/files/data.txt /d\n`,
+      );
+      const ok = await dfBuild(ctx, ["-p", "linux/amd64", "-o", `oci:${out}`]);
+      assert.equal(ok.code, 0, ok.stderr);
+      const bad: [string, RegExp][] = [
+        [
+          `ADD --checksum=sha256:${"0".repeat(64)} ${base}/files/data.txt /d`,
+          /Dockerfile:2: ADD: http:\/\/127\.0\.0\.1:\d+\/files\/data\.txt has checksum sha256:[0-9a-f]{64}, not sha256:0{64}/,
+        ],
+        [
+          `ADD --checksum=md5:abc ${base}/files/data.txt /d`,
+          /--checksum=md5:abc is not a sha256, sha384 or sha512 digest/,
+        ],
+        [
+          `ADD ${base}/nothing-here /d`,
+          /Dockerfile:2: ADD: http:\/\/127\.0\.0\.1:\d+\/nothing-here answered HTTP 404/,
+        ],
+        ["ADD --checksum=sha256:abc local.txt /d", /ADD --checksum needs exactly one http\(s\) source/],
+      ];
+      await writeFile(path.join(ctx, "local.txt"), "x");
+      for (const [line, re] of bad) {
+        await writeFile(path.join(ctx, "Dockerfile"), `FROM scratch\n${line}\n`);
+        const b = await dfBuild(ctx, ["-p", "linux/amd64", "-o", `oci:${out}-bad`]);
+        assert.equal(b.code, 1, line);
+        assert.match(b.stderr, re, line);
+        assert.doesNotMatch(b.stderr, /internal error|\n\s+at /);
+      }
+      await assert.rejects(import("node:fs/promises").then((f) => f.stat(`${out}-bad`)));
+    } finally {
+      server.close();
+    }
+  });
+
   it("COPY --from an image reads that image's files for each platform, natively", async () => {
     const ctx = path.join(work, "fromimage");
     await mkdir(ctx, { recursive: true });

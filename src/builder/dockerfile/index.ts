@@ -140,6 +140,7 @@ export class DockerfileBuilder implements Builder {
                 tarOpts,
                 layers: chain.has(stage.index),
                 imageTree: (ref, platform) => this.#imageTree(ref, platform, opts.signal),
+                ...(opts.signal ? { signal: opts.signal } : {}),
               });
             } catch (e) {
               if (!(e instanceof NeedsBuilder)) throw e;

@@ -21,6 +21,7 @@ import type { StagePlan, StepPlan } from "./plan.js";
 import { expandHeredoc, keyValues, processWord, processWords } from "./shell.js";
 import { LOSSY_XATTR, type Node, parentKey, type Spool, Tree, treeKey } from "./tree.js";
 import { type FileCaps, type FsOp, posixShell } from "./trivial.js";
+import { DownloadFs, download, isHttpSource, parseChecksum, urlFilename } from "./remote.js";
 
 export const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -137,6 +138,7 @@ export interface NativeDeps {
   layers: boolean;
   /** The file tree of an image (COPY --from=<image>) for a platform. */
   imageTree: (ref: string, platform: Platform) => Promise<Tree>;
+  signal?: AbortSignal;
 }
 
 /** A step that polyarch cannot carry out itself: the caller hands the stage to a builder. */
@@ -856,7 +858,7 @@ async function runStep(
     case "ADD": {
       const tree = await st.tree();
       const what = `${df.file}:${ins.line}: ${ins.keyword}`;
-      for (const f of ["checksum", "keep-git-dir", "unpack"])
+      for (const f of ["keep-git-dir", "unpack"])
         if (ins.flags.has(f)) throw new NeedsBuilder(ins, `${ins.keyword} --${f}`);
       const parentsFlag = ins.flags.get("parents")?.[0];
       if (parentsFlag !== undefined && !["", "true", "false"].includes(parentsFlag))
@@ -903,13 +905,59 @@ async function runStep(
       if (words.length < 2) throw at(df, ins, `${ins.keyword} needs a source and a destination`);
       const sources = words.slice(0, -1).map((w) => (ins.json ? word(w) : w));
       const rawDest = ins.json ? word(words.at(-1)!) : words.at(-1)!;
-      if (ins.keyword === "ADD") {
-        if (sources.some((s) => /^[a-z]+:\/\//i.test(s) || s.startsWith("git@")))
-          throw new NeedsBuilder(ins, "ADD of a URL");
-      }
       const dest = rawDest.endsWith("/")
         ? `${path.posix.resolve(st.workdir(), rawDest)}/`
         : path.posix.resolve(st.workdir(), rawDest);
+      const checksumText = ins.flags.get("checksum")?.[0];
+      if (ins.keyword === "ADD") {
+        const urls = sources.filter(isHttpSource);
+        if (
+          sources.some(
+            (s) =>
+              (!isHttpSource(s) && /^[a-z]+:\/\//i.test(s)) || s.startsWith("git@") || /\.git(#|$)/.test(s),
+          )
+        )
+          throw new NeedsBuilder(ins, "ADD of a git repository");
+        if (checksumText !== undefined && (urls.length !== 1 || sources.length !== 1))
+          throw at(
+            df,
+            ins,
+            "ADD --checksum needs exactly one http(s) source",
+            "Give one URL, or leave --checksum out.",
+          );
+        if (urls.length && urls.length !== sources.length)
+          throw new NeedsBuilder(ins, "ADD of URLs and local files in one instruction");
+        if (urls.length) {
+          // Downloaded as BuildKit's HTTP source does: named after the URL, mode 0600, not unpacked.
+          const checksum = checksumText === undefined ? undefined : parseChecksum(word(checksumText));
+          if (checksumText !== undefined && !checksum)
+            throw at(
+              df,
+              ins,
+              `--checksum=${checksumText} is not a sha256, sha384 or sha512 digest`,
+              "Write --checksum=sha256:<64 hex digits>.",
+            );
+          const files = new Map<string, string>();
+          for (const u of urls) {
+            const file = path.join(st.spoolDir, String(st.spoolSeq.n++));
+            await download(u, file, {
+              what,
+              ...(checksum ? { checksum } : {}),
+              ...(deps.signal ? { signal: deps.signal } : {}),
+            });
+            files.set(urlFilename(u), file);
+          }
+          return layer(
+            await copyInto(tree, new DownloadFs(files), [...files.keys()], dest, {
+              ...(own ? { own } : {}),
+              ...(chmod !== undefined ? { chmod } : {}),
+              exclude,
+              what,
+            }),
+          );
+        }
+      }
+      if (checksumText !== undefined) throw at(df, ins, "--checksum is only for ADD of an http(s) URL");
       const fromName = ins.flags.get("from")?.[0];
       let from: SourceFs = deps.context;
       if (fromName !== undefined) {
