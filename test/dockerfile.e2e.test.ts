@@ -428,6 +428,114 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
+  it("seed 004's multi-stage build: the build stage installs a package and compiles a tool on buildah (arm64 emulated), the final stage is native, both run", async () => {
+    // A Debian minbase per architecture (made once per machine by .ci/setup with mmdebstrap:
+    // apt, dpkg, tcc, libc6-dev) as one two-platform base.
+    const minbase = path.join(work, "minbase");
+    const mbCtx = path.join(work, "minbase-ctx");
+    await mkdir(mbCtx, { recursive: true });
+    for (const arch of ["amd64", "arm64"]) {
+      const tarball = `/var/cache/polyarch-test/debian-minbase-${arch}.tar`;
+      await import("node:fs/promises").then((f) =>
+        f.stat(tarball).catch(() => {
+          throw new Error(`${tarball} is missing: run bash .ci/setup, which makes it with mmdebstrap`);
+        }),
+      );
+      await import("node:fs/promises").then((f) =>
+        f
+          .link(tarball, path.join(mbCtx, `minbase-${arch}.tar`))
+          .catch(() => f.copyFile(tarball, path.join(mbCtx, `minbase-${arch}.tar`))),
+      );
+    }
+    // polyarch unpacks the tarballs into a two-platform base itself (ADD of a local tar, natively).
+    await writeFile(
+      path.join(mbCtx, "Dockerfile"),
+      "FROM scratch\nARG TARGETARCH\nADD minbase-${TARGETARCH}.tar /\n",
+    );
+    const mb = await dfBuild(mbCtx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${minbase}`]);
+    assert.equal(mb.code, 0, mb.stderr);
+    await cleanup(mbCtx);
+
+    // The context: hello per architecture (ADD bin/hello), a package to install, a C tool.
+    const ctx = path.join(work, "seed004ms");
+    await helloPerArch(path.join(work, "s004mssrc"), path.join(ctx, "bin"));
+    const pkg = path.join(work, "motd-pkg");
+    await mkdir(path.join(pkg, "DEBIAN"), { recursive: true });
+    await mkdir(path.join(pkg, "etc"), { recursive: true });
+    await writeFile(
+      path.join(pkg, "DEBIAN", "control"),
+      "Package: polyarch-motd\nVersion: 1.0\nArchitecture: all\nMaintainer: polyarch tests <tests@localhost>\nDescription: a file the build stage installs\n",
+    );
+    await writeFile(path.join(pkg, "etc", "polyarch-motd"), "installed by apt\n");
+    await mkdir(path.join(ctx, "debs"), { recursive: true });
+    await mustRun("dpkg-deb", [
+      "--root-owner-group",
+      "--build",
+      pkg,
+      path.join(ctx, "debs", "polyarch-motd_1.0_all.deb"),
+    ]);
+    await writeFile(
+      path.join(ctx, "soda.c"),
+      '#include <stdio.h>\n#include <sys/utsname.h>\nint main(void) { struct utsname u; uname(&u); FILE *f = fopen("/etc/polyarch-motd", "r"); char line[64] = ""; if (f) fgets(line, sizeof line, f); printf("soda on %s, %s", u.machine, line); return 0; }\n',
+    );
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        // Seed 004's prelim stage in two steps (each step is a commit for buildah --layers).
+        `FROM oci:${minbase}:latest AS prelim`,
+        "COPY debs/ soda.c /src/",
+        "RUN apt-get install -y --no-install-recommends /src/polyarch-motd_1.0_all.deb && mkdir -p /go/bin && tcc -o /go/bin/soda /src/soda.c",
+        `FROM oci:${minbase}:latest`,
+        "ARG TARGETARCH",
+        "RUN mkdir /app",
+        "ADD bin/hello-${TARGETARCH} /app/hello",
+        "COPY --from=prelim /go/bin/soda bin/",
+        "COPY --from=prelim /etc/polyarch-motd /etc/",
+        'ENTRYPOINT ["/app/hello"]',
+      ].join("\n"),
+    );
+    const dry = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const out = path.join(work, "seed004ms-out");
+    const built = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
+    assert.equal(built.code, 0, built.stderr);
+    const r = { layout: out, stderr: built.stderr };
+    // The build stage went to buildah (arm64 under announced emulation); the final stage did not.
+    assert.match(r.stderr, /stage prelim runs under emulation for linux\/arm64 on buildah/);
+    assert.match(r.stderr, /steps ran natively, \d+ on buildah/);
+    for (const [arch, cpu] of [
+      ["amd64", "x86_64"],
+      ["arm64", "aarch64"],
+    ] as const) {
+      const dir = await tempDir("s004ms");
+      try {
+        const rootfs = await unpack(r.layout, arch, dir);
+        // /bin is merged into /usr/bin on Debian: COPY into bin/ followed the link.
+        assert.equal(
+          await mustRun("chroot", [rootfs, "/usr/bin/soda"]),
+          `soda on ${cpu}, installed by apt\n`,
+        );
+      } finally {
+        await cleanup(dir);
+      }
+      const run = await tempDir("s004run");
+      try {
+        await runUnpacked(
+          `oci:${r.layout}:latest`,
+          parsePlatform(`linux/${arch}`),
+          run,
+          { extraEnv: (port) => [`PORT=${port}`] },
+          async (base) => {
+            const res = await eventually(() => httpGet(`${base}/hello`), 20_000);
+            assert.equal(res.body, "hello\n", `${arch} answers`);
+          },
+        );
+      } finally {
+        await cleanup(run);
+      }
+    }
+  });
+
   it("the Go pattern: a build stage on $BUILDPLATFORM goes to buildah natively, the final stage stays native", async () => {
     const ctx = path.join(work, "gopattern");
     await mkdir(ctx, { recursive: true });
