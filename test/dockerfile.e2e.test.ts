@@ -428,7 +428,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
-  it("seed 004's multi-stage build: the build stage installs a package and compiles a tool on buildah (arm64 emulated), the final stage is native, both run", async () => {
+  it("seed 004's multi-stage build: the build stage installs a package and compiles a tool on buildah (arm64 emulated), the final stage is native, buildah's tree (amd64), both run", async () => {
     // A Debian minbase per architecture (made once per machine by .ci/setup with mmdebstrap:
     // apt, dpkg, tcc, libc6-dev) as one two-platform base.
     const minbase = path.join(work, "minbase");
@@ -500,6 +500,25 @@ describe("Dockerfile builds, natively, against buildah", () => {
     const built = await dfBuild(ctx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`]);
     assert.equal(built.code, 0, built.stderr);
     const r = { layout: out, stderr: built.stderr };
+    // Differential for amd64 (buildah alone; arm64 is the same Dockerfile under emulation).
+    const theirs = path.join(work, "seed004ms-buildah");
+    await buildah([
+      "bud",
+      "--isolation",
+      "chroot",
+      "--timestamp",
+      "1700000000",
+      "--platform",
+      "linux/amd64",
+      "-f",
+      path.join(ctx, "Dockerfile"),
+      "-t",
+      `oci:${theirs}:latest`,
+      ctx,
+    ]);
+    const [ours, bh] = [await flatten(out, "amd64"), await flatten(theirs, "amd64")];
+    assert.deepEqual(ours.tree, bh.tree, "seed 004 multi-stage amd64: buildah's tree");
+    assert.deepEqual(ours.config, bh.config, "seed 004 multi-stage amd64: buildah's config");
     // The build stage went to buildah (arm64 under announced emulation); the final stage did not.
     assert.match(r.stderr, /stage prelim runs under emulation for linux\/arm64 on buildah/);
     assert.match(r.stderr, /steps ran natively, \d+ on buildah/);
@@ -767,7 +786,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     }
   });
 
-  it("seed 003: ARG ARCH={{arch}} picks the base per platform; the RUN goes to buildah, arm64 under announced emulation", async () => {
+  it("seed 003: ARG ARCH={{arch}} picks the base per platform; the RUN goes to buildah, arm64 under announced emulation; buildah alone's tree", async () => {
     const arm = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
     await import("node:fs/promises")
       .then((f) => f.stat(arm))
@@ -822,6 +841,27 @@ describe("Dockerfile builds, natively, against buildah", () => {
       ["amd64", "x86_64"],
       ["arm64", "aarch64"],
     ] as const) {
+      // Differential: seed 003's own loop (one build per ARCH) with buildah alone.
+      const theirs = path.join(work, `seed003-buildah-${arch}`);
+      await buildah([
+        "bud",
+        "--isolation",
+        "chroot",
+        "--timestamp",
+        "1700000000",
+        "--platform",
+        `linux/${arch}`,
+        "--build-arg",
+        `ARCH=${arch}`,
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        "-t",
+        `oci:${theirs}:latest`,
+        ctx,
+      ]);
+      const [a, b] = [await flatten(out, arch), await flatten(theirs, arch)];
+      assert.deepEqual(a.tree, b.tree, `seed 003 ${arch}: buildah's tree`);
+      assert.deepEqual(a.config, b.config, `seed 003 ${arch}: buildah's config`);
       const dir = await tempDir("s003");
       try {
         const rootfs = await unpack(out, arch, dir);
