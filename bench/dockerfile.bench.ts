@@ -9,6 +9,7 @@
  *    cross-compiles examples/hello, then a final stage with `RUN mkdir && chown`, which buildah
  *    must emulate for arm64, and `COPY --from`), two platforms, both sides cold (their build
  *    caches and storage empty); target ≥ 1.5×; then polyarch's no-change rebuild, target < 1 s;
+ * 2b. memory: peak RSS over a 32 MiB and a 512 MiB context (one big file, 1000 / 16000 small ones);
  * 4. a fully delegated Dockerfile (one stage, a RUN, both platforms, arm64 emulated on both
  *    sides): polyarch handing the stage to buildah vs buildah alone; target within 1.1×.
  * Medians of --runs (default 5; rows 3 and 4: --go-runs, default 1), sides alternating;
@@ -19,6 +20,9 @@
 import { spawnSync } from "node:child_process";
 import {
   chmodSync,
+  closeSync,
+  openSync,
+  writeSync,
   copyFileSync,
   cpSync,
   mkdirSync,
@@ -158,6 +162,52 @@ try {
     const wr = median(warmBh) / median(warm);
     console.log(
       `no-change rebuild, warm          buildah ${(median(warmBh) / 1000).toFixed(2)} s   polyarch ${(median(warm) / 1000).toFixed(2)} s   polyarch is ${wr.toFixed(1)}x faster (n=${RUNS}; target: polyarch < 1 s)  ${median(warm) < 1000 ? "MET" : "NOT MET"}`,
+    );
+    // Memory: the same Dockerfile over a context 16x larger (one big file, many small ones);
+    // polyarch's peak RSS should not grow with it (contents stream; only metadata is held).
+    const peak = (size: number, files: number) => {
+      const dir = path.join(work, `mem-${size}`);
+      mkdirSync(path.join(dir, "many"), { recursive: true });
+      const block = Buffer.alloc(1 << 20);
+      for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const fd = openSync(path.join(dir, "big"), "w");
+      for (let i = 0; i < size; i++) {
+        block.writeUInt32LE(i, 0);
+        writeSync(fd, block);
+      }
+      closeSync(fd);
+      for (let i = 0; i < files; i++) writeFileSync(path.join(dir, "many", `f${i}`), `file ${i}\n`);
+      writeFileSync(
+        path.join(dir, "Dockerfile"),
+        "FROM scratch\nCOPY big /data/big\nCOPY many/ /data/many/\n",
+      );
+      const r = spawnSync(
+        "/usr/bin/time",
+        [
+          "-f",
+          "%M",
+          process.execPath,
+          BIN,
+          "build",
+          "-q",
+          "-f",
+          path.join(dir, "Dockerfile"),
+          dir,
+          "-p",
+          "linux/amd64,linux/arm64",
+          "-o",
+          `oci:${dir}/out`,
+        ],
+        { env: { ...process.env, POLYARCH_CACHE_DIR: path.join(dir, "cache"), SOURCE_DATE_EPOCH: "0" } },
+      );
+      if (r.status !== 0) throw new Error(r.stderr.toString());
+      rmSync(dir, { recursive: true, force: true });
+      return Number(r.stderr.toString().trim().split("\n").at(-1)) / 1024;
+    };
+    const small = peak(32, 1000);
+    const large = peak(512, 16000);
+    console.log(
+      `memory, context 32 MiB → 512 MiB  polyarch peak RSS ${small.toFixed(0)} MiB → ${large.toFixed(0)} MiB (${(large / small).toFixed(2)}x; target: flat, ≤ 1.5x)  ${large / small <= 1.5 ? "MET" : "NOT MET"}`,
     );
   }
   // ---- rows 3 and 4: bases made offline, then the Go pattern and a fully delegated build ----
