@@ -16,6 +16,7 @@ export type ErrorCode =
   | "E_NO_MAIN"
   | "E_GO"
   | "E_COMPILE"
+  | "E_MODULE"
   | "E_TOOLCHAIN"
   | "E_INPUT"
   | "E_NOT_FOUND"

@@ -71,6 +71,8 @@ export async function trimCache(cacheDir: string, now = Date.now()): Promise<num
   await sweep(path.join(cacheDir, "delegated"), TMP_AFTER);
   // Delegated stages' results kept by key for rebuilds; a hit marks one used.
   await sweep(path.join(cacheDir, "delegated-results"), TRIM_AFTER);
+  // Go module downloads that succeeded, by the hash of go.mod, go.sum and the settings.
+  await sweep(path.join(cacheDir, "modules"), TRIM_AFTER);
   // Unpacked image layers for native Dockerfile steps; a hit marks <key>/records.json used.
   for (const name of await readdir(path.join(cacheDir, "trees")).catch(() => [] as string[])) {
     const entry = path.join(cacheDir, "trees", name);

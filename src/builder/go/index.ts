@@ -24,6 +24,7 @@ import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js"
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
 import type { BuildEvent, Builder, BuildResult, ImageSettings } from "../index.js";
 import { Semaphore } from "../../util/limit.js";
+import { downloadModules } from "./modules.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
 export const APP_DIR = "/app";
@@ -200,6 +201,16 @@ export class GoBuilder implements Builder {
     // Not tied to `stop`: when a compile fails, the package error (if any) explains it better.
     const pkgP = this.#resolvePackage(opts.signal);
     pkgP.catch(() => {});
+    // 3. Module dependencies, once for every platform, before any compile needs them.
+    const modulesP = downloadModules({
+      dir: o.dir,
+      goBinary: o.goBinary,
+      env: this.#env({}),
+      exec: this.#exec,
+      cacheDir: o.cacheDir,
+      signal,
+    });
+    modulesP.catch((e: unknown) => stop.abort(e));
     const tarOpts: TarOptions = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     const created = isoTime(o.sourceDateEpoch);
     const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
@@ -210,6 +221,7 @@ export class GoBuilder implements Builder {
       const images = await Promise.all(
         o.platforms.map(async (platform): Promise<Image> => {
           try {
+            await modulesP;
             return await this.#platformImage(
               platform,
               pkgP,
@@ -234,7 +246,7 @@ export class GoBuilder implements Builder {
             () => undefined,
             (pe: unknown) => pe,
           );
-        throw (await reason(checkP)) ?? (await reason(pkgP)) ?? e;
+        throw (await reason(checkP)) ?? (await reason(modulesP)) ?? (await reason(pkgP)) ?? e;
       });
       await checkP;
       const pkg = await pkgP;

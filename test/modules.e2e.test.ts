@@ -1,0 +1,144 @@
+/**
+ * Go services with module dependencies (issue 10 §1): examples/notes requires chi, its CORS
+ * and rate-limit middleware and render (pinned in go.mod/go.sum) from the module proxy. The
+ * modules are fetched by .ci/setup; the tests run with GOPROXY=off, so nothing leaves the
+ * machine, or with a stand-in proxy on loopback.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { parsePlatform } from "../src/platform/index.js";
+import { eventually, httpGet, runUnpacked } from "../src/testing/tools.js";
+import { cleanup, gitExample, polyarch, SIX, tempDir } from "./_fixture.js";
+
+let work: string;
+const offline = () => ({ GOPROXY: "off", GOFLAGS: "-mod=mod", POLYARCH_CACHE_DIR: path.join(work, "cache") });
+const digestOf = (out: string) => /@(sha256:[a-f0-9]{64})/.exec(out)?.[1];
+
+before(async () => {
+  work = await tempDir("modules");
+});
+after(() => cleanup(work));
+
+describe("Go modules", () => {
+  it("a service on third-party modules: six platforms, the same digest twice and from a second clone, and it answers on amd64 and arm64", async () => {
+    const src = await gitExample("notes", path.join(work, "clone1"));
+    const out = path.join(work, "out");
+    const build = (dir: string, o: string, env: Record<string, string>) =>
+      polyarch(["build", dir, "-p", SIX.join(","), "-o", `oci:${o}`], { env });
+    const a = await build(src, out, offline());
+    assert.equal(a.code, 0, a.stderr);
+    const again = await build(src, `${out}-again`, offline());
+    assert.equal(digestOf(again.stdout), digestOf(a.stdout), "the same digest twice");
+    const src2 = await gitExample("notes", path.join(work, "clone2"));
+    const second = await build(src2, `${out}-2`, {
+      ...offline(),
+      POLYARCH_CACHE_DIR: path.join(work, "cache2"),
+    });
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(
+      digestOf(second.stdout),
+      digestOf(a.stdout),
+      "the same digest from a second clone and cache",
+    );
+    for (const p of ["linux/amd64", "linux/arm64"]) {
+      const dir = await tempDir("notes-run");
+      try {
+        await runUnpacked(
+          `oci:${out}:latest`,
+          parsePlatform(p),
+          dir,
+          { extraEnv: (port) => [`PORT=${port}`] },
+          async (base) => {
+            const h = await eventually(() => httpGet(`${base}/healthz`), 20_000);
+            assert.deepEqual(JSON.parse(h.body), { status: "ok", arch: parsePlatform(p).architecture });
+            const post = await fetch(`${base}/notes`, {
+              method: "POST",
+              body: JSON.stringify({ text: "hi" }),
+            });
+            assert.equal(post.status, 201);
+            assert.deepEqual(JSON.parse((await httpGet(`${base}/notes`)).body), [{ id: 1, text: "hi" }]);
+          },
+        );
+      } finally {
+        await cleanup(dir);
+      }
+    }
+  });
+
+  it("a module that cannot be downloaded or does not match go.sum is one sentence before any compile; secrets stay out", async () => {
+    // A stand-in proxy on loopback that has nothing.
+    const seen: string[] = [];
+    const proxy = createServer((req, res) => {
+      seen.push(req.url ?? "");
+      res.writeHead(404).end("not found");
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    const port = (proxy.address() as { port: number }).port;
+    try {
+      const src = await gitExample("notes", path.join(work, "bad"));
+      const gomod = await readFile(path.join(src, "go.mod"), "utf8");
+      await writeFile(path.join(src, "go.mod"), `${gomod}\nrequire example.org/nowhere/lib v1.0.0\n`);
+      await writeFile(
+        path.join(src, "go.sum"),
+        `${await readFile(path.join(src, "go.sum"), "utf8")}example.org/nowhere/lib v1.0.0 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nexample.org/nowhere/lib v1.0.0/go.mod h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n`,
+      );
+      const out = path.join(work, "bad-out");
+      const env = (proxyUrl: string) => ({
+        GOPROXY: proxyUrl,
+        GONOSUMDB: "example.org",
+        GOFLAGS: "-mod=mod",
+        POLYARCH_CACHE_DIR: path.join(work, "cache"),
+      });
+      const r = await polyarch(["build", src, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`], {
+        env: env(`http://127.0.0.1:${port}`),
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /cannot download the Go module example\.org\/nowhere\/lib@v1\.0\.0 \(GOPROXY=http:\/\/127\.0\.0\.1:\d+\): .*404/,
+      );
+      assert.ok(
+        seen.some((u) => u.includes("example.org/nowhere")),
+        "the stand-in proxy was asked",
+      );
+      assert.doesNotMatch(r.stderr, /go build failed|internal error|\n\s+at /, "no compile ran");
+      assert.ok(!existsSync(out), "nothing written");
+      // A proxy URL with credentials: named without them.
+      const c = await polyarch(["build", src, "-p", "linux/amd64", "-o", `oci:${out}`], {
+        env: env(`http://ci:s3cr3t-token@127.0.0.1:${port}`),
+      });
+      assert.equal(c.code, 1, c.stderr);
+      assert.match(
+        c.stderr,
+        /cannot download the Go module example\.org\/nowhere\/lib@v1\.0\.0 \(GOPROXY=http:\/\/\*\*\*@127/,
+      );
+      assert.doesNotMatch(c.stderr + c.stdout, /s3cr3t-token/);
+      assert.ok(!existsSync(out), "nothing written");
+
+      // go.sum that does not match the module in the cache.
+      const src2 = await gitExample("notes", path.join(work, "badsum"));
+      const sum = await readFile(path.join(src2, "go.sum"), "utf8");
+      await writeFile(
+        path.join(src2, "go.sum"),
+        sum.replace(
+          /(github\.com\/go-chi\/cors v1\.2\.2 h1:)\S+/,
+          "$1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+      );
+      const s = await polyarch(["build", src2, "-p", "linux/amd64", "-o", `oci:${out}`], { env: offline() });
+      assert.equal(s.code, 1, s.stderr);
+      assert.match(
+        s.stderr,
+        /cannot download the Go module github\.com\/go-chi\/cors@v1\.2\.2 .*checksum mismatch/,
+      );
+      assert.match(s.stderr, /go\.sum does not match/);
+      assert.ok(!existsSync(out), "nothing written");
+    } finally {
+      proxy.close();
+    }
+  });
+});
