@@ -172,4 +172,35 @@ describe("--base", () => {
     };
     assert.equal(cfg.config.User, "65532:65532");
   });
+
+  it("--platform all builds every platform the base has, from a layout and from a registry", async () => {
+    for (const base of [`oci:${baseLayout}:1`, `${reg.host}/base/static:1`]) {
+      const out = path.join(work, `all-${base.startsWith("oci:") ? "oci" : "reg"}`);
+      const r = await polyarch(["build", src, "--platform", "all", "--base", base, "-o", `oci:${out}`], {
+        env: env(),
+      });
+      assert.equal(r.code, 0, r.stderr);
+      const index = JSON.parse(await mustRun("skopeo", ["inspect", "--raw", `oci:${out}:latest`])) as {
+        manifests: { platform: { os: string; architecture: string } }[];
+      };
+      assert.deepEqual(
+        index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`),
+        ["linux/amd64", "linux/arm64"],
+      );
+    }
+    for (const [args, re] of [
+      [
+        ["--platform", "all"],
+        /--platform all builds every platform of the base image, and no --base is given/,
+      ],
+      [
+        ["--platform", "all", "-f", "Dockerfile", "--base", `oci:${baseLayout}:1`],
+        /--platform all is for Go builds on a --base/,
+      ],
+    ] as const) {
+      const b = await polyarch(["build", src, ...args, "-o", `oci:${work}/all-bad`], { env: env() });
+      assert.equal(b.code, 1, b.stderr);
+      assert.match(b.stderr, re);
+    }
+  });
 });

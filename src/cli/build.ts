@@ -62,9 +62,22 @@ export async function runBuild(
 ): Promise<number> {
   // 1. Resolve every input before any work, so bad input fails fast and writes nothing.
   const dir = path.resolve(io.cwd, dirArg ?? ".");
-  const platforms: Platform[] = flags.platform?.length
-    ? parsePlatformList(flags.platform)
-    : [{ ...hostPlatform(), os: "linux" }];
+  // --platform all: every platform the base image has (ko's --platform=all), read below.
+  const allOfBase = flags.platform?.length === 1 && flags.platform[0]!.trim().toLowerCase() === "all";
+  if (allOfBase && (!flags.base || flags.file))
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: flags.file
+        ? "--platform all is for Go builds on a --base; a Dockerfile names its platforms with -p"
+        : "--platform all builds every platform of the base image, and no --base is given",
+      hint: flags.file
+        ? "List the platforms: -p linux/amd64,linux/arm64."
+        : "Give the base: --base <registry reference or oci:dir[:tag]> --platform all.",
+    });
+  let platforms: Platform[] =
+    flags.platform?.length && !allOfBase
+      ? parsePlatformList(flags.platform)
+      : [{ ...hostPlatform(), os: "linux" }];
   // --push sends the image to a registry; an --output given as well also gets it.
   const pushLoc = flags.push ? parseLocation(flags.push) : undefined;
   if (pushLoc && pushLoc.kind !== "registry") {
@@ -139,6 +152,7 @@ export async function runBuild(
     ...(Object.keys(builders).length ? { builders } : {}),
   });
   try {
+    if (allOfBase) platforms = await orch.basePlatforms(flags.base!, signal);
     const log = (s: string) => {
       if (!flags.quiet) io.stderr.write(`${s}\n`);
     };

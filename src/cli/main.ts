@@ -51,7 +51,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .argument("[dir]", "directory of the main package", ".")
     .option(
       "-p, --platform <list>",
-      "platforms, comma separated (repeatable), e.g. linux/amd64,linux/arm64,linux/arm/v7 (default: linux/<host arch>)",
+      "platforms, comma separated (repeatable), e.g. linux/amd64,linux/arm64,linux/arm/v7, or all: every platform of --base (default: linux/<host arch>)",
       collect,
     )
     .option("-t, --tag <tag>", `tag to record (repeatable; default: ${DEFAULT_TAG})`, collect)

@@ -15,7 +15,7 @@ import type { Digest } from "../digest/index.js";
 import { addContext, PolyarchError } from "../errors.js";
 import type { BaseImage } from "../image/assemble.js";
 import { baseImagesFor } from "../image/base.js";
-import type { Artifact, Index } from "../image/index.js";
+import { type Artifact, type Index, imagePlatform } from "../image/index.js";
 import { LayerCache } from "../layer/cache.js";
 import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
@@ -170,6 +170,43 @@ export class Orchestrator {
       message: `cannot read from a tarball (${loc.file})`,
       hint: "Read from oci:<dir>[:tag] or a registry reference.",
     });
+  }
+
+  /**
+   * Every platform a base image has (`--platform all`), in its index's order; attestation
+   * manifests (unknown/unknown) are left out.
+   */
+  async basePlatforms(base: string, signal?: AbortSignal): Promise<Platform[]> {
+    const loc = parseLocation(base);
+    if (loc.kind === "tarball")
+      throw new PolyarchError({
+        code: "E_INPUT",
+        message: `a base cannot be a tarball (${base})`,
+        hint: "Use a registry reference or oci:<dir>[:tag].",
+      });
+    const art = await this.open(loc, signal);
+    if (art.kind === "image") return [await imagePlatform(art)];
+    const seen = new Set<string>();
+    const out: Platform[] = [];
+    for (const m of (await art.manifest()).manifests) {
+      const p = m.platform;
+      if (!p || p.os === "unknown" || p.architecture === "unknown") continue;
+      const plat: Platform = {
+        os: p.os,
+        architecture: p.architecture,
+        ...(p.variant ? { variant: p.variant } : {}),
+      };
+      if (seen.has(formatPlatform(plat))) continue;
+      seen.add(formatPlatform(plat));
+      out.push(plat);
+    }
+    if (!out.length)
+      throw new PolyarchError({
+        code: "E_PLATFORM",
+        message: `base ${base} lists no platforms`,
+        hint: "Name the platforms with -p instead of all.",
+      });
+    return out;
   }
 
   /** The base's image for each platform; a platform it lacks is an error naming those it has. */
