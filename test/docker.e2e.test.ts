@@ -14,7 +14,7 @@ import { after, before, describe, it } from "node:test";
 import { type RunningDocker, startDocker } from "../src/testing/docker.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { eventually, freePort, httpGet } from "../src/testing/tools.js";
-import { cleanup, gitRepo, helloPerArch, polyarch } from "./_fixture.js";
+import { cleanup, gitExample, gitRepo, helloPerArch, polyarch, SIX } from "./_fixture.js";
 
 const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
 let work: string;
@@ -160,6 +160,39 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
       }
       await engine.docker(["rmi", image]);
     }
+  });
+
+  it("a service on third-party modules, six platforms pushed by polyarch: docker pulls amd64 and arm64 and it answers; docker load takes the tarball", async () => {
+    const src = await gitExample("notes", path.join(work, "notes"));
+    const image = `${reg.host}/notes/app:1`;
+    const tarball = path.join(work, "notes.tar");
+    const r = await polyarch(
+      ["build", src, "-p", SIX.join(","), "--push", image, "-o", `tarball:${tarball}`],
+      {
+        env: { ...env(), GOPROXY: "off", GOFLAGS: "-mod=mod" },
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const answers = async (ref: string, arch: string) => {
+      const port = await freePort();
+      const name = `notes-${arch}-${port}`;
+      await engine.docker(["run", "-d", "--name", name, "--network", "host", "-e", `PORT=${port}`, ref]);
+      try {
+        const h = await eventually(() => httpGet(`http://127.0.0.1:${port}/healthz`), 30_000);
+        assert.deepEqual(JSON.parse(h.body), { status: "ok", arch });
+      } finally {
+        await engine.docker(["rm", "-f", name]).catch(() => "");
+      }
+    };
+    for (const platform of ["linux/amd64", "linux/arm64"]) {
+      await engine.docker(["pull", "-q", "--platform", platform, image]);
+      await answers(image, platform.split("/")[1]!);
+      await engine.docker(["rmi", image]);
+    }
+    const loaded = await engine.docker(["load", "-i", tarball]);
+    const ref = /Loaded image: (\S+)/.exec(loaded)?.[1];
+    assert.ok(ref, loaded);
+    await answers(ref, os.arch() === "x64" ? "amd64" : os.arch());
   });
 
   it("seed 001's FROM scratch + COPY, pushed by polyarch: docker pulls and runs each platform; polyarch info checks a docker builder", async () => {
