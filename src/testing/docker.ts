@@ -3,10 +3,10 @@
  * socket in a temporary directory, no iptables, no bridge (so builds and containers use
  * `--network host` or `none`), overlay2 storage. Stopped and removed by `stop`.
  */
-import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import { exec } from "../util/exec.js";
+import { superviseDaemon } from "./daemon.js";
 
 export interface RunningDocker {
   /** DOCKER_HOST for the engine, unix:///… */
@@ -26,7 +26,15 @@ export async function startDocker(): Promise<RunningDocker> {
   // Short: the engine's unix sockets live under it and a socket path is limited to 108 bytes.
   const dir = await mkdtemp("/tmp/pa-dk-");
   const sock = path.join(dir, "docker.sock");
-  const child = spawn(
+  const host = `unix://${sock}`;
+  const env = { ...process.env, DOCKER_HOST: host };
+  const docker = async (args: string[]) => {
+    const r = await exec(CLI, args, { env });
+    if (r.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+    return r.stdout;
+  };
+  const daemon = await superviseDaemon(
+    "dockerd",
     DOCKERD,
     [
       "--iptables=false",
@@ -40,43 +48,10 @@ export async function startDocker(): Promise<RunningDocker> {
       "--pidfile",
       path.join(dir, "docker.pid"),
       "-H",
-      `unix://${sock}`,
+      host,
     ],
-    { stdio: ["ignore", "pipe", "pipe"] },
+    dir,
+    async () => (await exec(CLI, ["version", "--format", "{{.Server.Version}}"], { env })).code === 0,
   );
-  let out = "";
-  child.stdout?.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr?.on("data", (c: Buffer) => (out += c.toString()));
-  const host = `unix://${sock}`;
-  const env = { ...process.env, DOCKER_HOST: host };
-  const docker = async (args: string[]) => {
-    const r = await exec(CLI, args, { env });
-    if (r.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-    return r.stdout;
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`dockerd exited: ${out.slice(-2000)}`);
-    const r = await exec(CLI, ["version", "--format", "{{.Server.Version}}"], { env }).catch(() => undefined);
-    if (r?.code === 0) break;
-    if (Date.now() > deadline) throw new Error(`dockerd did not start: ${out.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return {
-    host,
-    cli: CLI,
-    docker,
-    log: () => out,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
-        if (child.exitCode === null) child.kill("SIGKILL");
-      }
-      // overlay2 leaves read-only mounts behind a killed engine; unmount what is left under it.
-      await exec("sh", ["-c", `grep -o " ${dir}[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l`]);
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return { host, cli: CLI, docker, log: daemon.log, stop: daemon.stop };
 }

@@ -1,0 +1,48 @@
+/**
+ * A real containerd (Debian's) for tests: its own root, state and socket in a temporary
+ * directory, the CRI plugin off, runc through containerd-shim-runc-v2. `ctr` talks to it.
+ */
+import { mkdtemp, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { exec } from "../util/exec.js";
+import { superviseDaemon } from "./daemon.js";
+
+export interface RunningContainerd {
+  address: string;
+  /** Runs ctr against it; throws with its output on a non-zero exit. */
+  ctr(args: string[]): Promise<string>;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export async function startContainerd(): Promise<RunningContainerd> {
+  // Short: the socket path is limited to 108 bytes.
+  const dir = await mkdtemp("/tmp/pa-ct-");
+  const address = path.join(dir, "c.sock");
+  await writeFile(
+    path.join(dir, "config.toml"),
+    'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n',
+  );
+  const ctr = async (args: string[]) => {
+    const r = await exec("ctr", ["--address", address, ...args]);
+    if (r.code !== 0) throw new Error(`ctr ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+    return r.stdout;
+  };
+  const daemon = await superviseDaemon(
+    "containerd",
+    "containerd",
+    [
+      "--config",
+      path.join(dir, "config.toml"),
+      "--root",
+      path.join(dir, "root"),
+      "--state",
+      path.join(dir, "state"),
+      "--address",
+      address,
+    ],
+    dir,
+    async () => (await exec("ctr", ["--address", address, "version"])).code === 0,
+  );
+  return { address, ctr, log: daemon.log, stop: daemon.stop };
+}
