@@ -195,7 +195,7 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
     await answers(ref, os.arch() === "x64" ? "amd64" : os.arch());
   });
 
-  it("seed 001's FROM scratch + COPY, pushed by polyarch: docker pulls and runs each platform; polyarch info checks a docker builder", async () => {
+  it("seed 001's FROM scratch + COPY, pushed by polyarch (OCI and --media-types docker): docker pulls and runs each platform, inspects the Docker-typed list; polyarch info checks a docker builder", async () => {
     const ctx = path.join(work, "seed001");
     await mkdir(ctx, { recursive: true });
     for (const arch of ["amd64", "arm64"]) {
@@ -214,14 +214,49 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
     );
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stderr, / on (docker|buildah)/, "native only");
+    // Docker 20.10's CLI cannot inspect an OCI index; the same build under Docker media types it can.
+    await assert.rejects(
+      engine.docker(["manifest", "inspect", "--insecure", image]),
+      /OCI manifest found|unsupported manifest|no such manifest/,
+    );
+    const dockerTyped = `${reg.host}/seed001/app:docker`;
+    const d = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "--media-types",
+        "docker",
+        "--push",
+        dockerTyped,
+      ],
+      { env: env() },
+    );
+    assert.equal(d.code, 0, d.stderr);
+    const list = JSON.parse(await engine.docker(["manifest", "inspect", "--insecure", dockerTyped])) as {
+      mediaType: string;
+      manifests: { mediaType: string; platform: { architecture: string } }[];
+    };
+    assert.equal(list.mediaType, "application/vnd.docker.distribution.manifest.list.v2+json");
+    assert.deepEqual(
+      list.manifests.map((m) => [m.mediaType, m.platform.architecture]),
+      [
+        ["application/vnd.docker.distribution.manifest.v2+json", "amd64"],
+        ["application/vnd.docker.distribution.manifest.v2+json", "arm64"],
+      ],
+    );
     for (const [platform, cpu] of [
       ["linux/amd64", "x86_64"],
       ["linux/arm64", "aarch64"],
-    ] as const) {
-      await engine.docker(["pull", "-q", "--platform", platform, image]);
-      assert.equal(await engine.docker(["run", "--rm", "--network", "none", image]), `${cpu}\n`);
-      await engine.docker(["rmi", image]);
-    }
+    ] as const)
+      for (const ref of [image, dockerTyped]) {
+        await engine.docker(["pull", "-q", "--platform", platform, ref]);
+        assert.equal(await engine.docker(["run", "--rm", "--network", "none", ref]), `${cpu}\n`);
+        await engine.docker(["rmi", ref]);
+      }
     // info: the engine is reachable and says its version and native platform.
     const repo = path.join(work, "inforepo");
     await mkdir(repo);

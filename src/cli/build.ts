@@ -23,6 +23,7 @@ import { parseLocation, parseOutput } from "../orchestrate/location.js";
 
 export interface BuildFlags {
   platform?: string[];
+  mediaTypes?: string;
   tag?: string[];
   output?: string;
   ldflags?: string;
@@ -116,6 +117,12 @@ export async function runBuild(
     const outPath = path.resolve(io.cwd, target.kind === "oci" ? target.dir : target.file);
     await checkWritable(outPath, target.kind === "oci" ? "dir" : "file");
   }
+  if (flags.mediaTypes !== undefined && flags.mediaTypes !== "oci" && flags.mediaTypes !== "docker")
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--media-types "${flags.mediaTypes}" is neither oci nor docker`,
+      hint: "Use --media-types docker for Docker v2.2 manifests (old docker clients), or leave it out for OCI.",
+    });
   const platformTagStyle = flags.platformTags;
   if (platformTagStyle !== undefined && platformTagStyle !== "os-arch" && platformTagStyle !== "arch") {
     throw new PolyarchError({
@@ -198,6 +205,7 @@ export async function runBuild(
       sourceDateEpoch: epoch.value,
       image,
       ...(flags.base ? { base: flags.base } : {}),
+      ...(flags.mediaTypes === "docker" ? { mediaTypes: "docker" as const } : {}),
     };
     if (flags.dryRun) {
       const b = orch.builder(request);

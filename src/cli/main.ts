@@ -78,6 +78,10 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       "push to a registry, e.g. ghcr.io/acme/api:1.2.3 (the tag joins --tag); with --output as well, both get it",
     )
     .option(
+      "--media-types <types>",
+      "oci (default) or docker: Docker v2.2 manifest list and schema 2 manifests, for old clients and registries",
+    )
+    .option(
       "--platform-tags <style>",
       "with --push, also tag each platform image: os-arch (1.2.3-linux-arm64) or arch (1.2.3-arm64)",
     )

@@ -16,6 +16,7 @@ import { addContext, PolyarchError } from "../errors.js";
 import type { BaseImage } from "../image/assemble.js";
 import { baseImagesFor } from "../image/base.js";
 import { type Artifact, type Index, imagePlatform } from "../image/index.js";
+import { withDockerMediaTypes } from "../image/docker-types.js";
 import { LayerCache } from "../layer/cache.js";
 import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
@@ -72,6 +73,8 @@ export interface BuildRequest {
   image: ImageSettings;
   /** A registry reference or oci:<dir>[:tag]; scratch when absent. */
   base?: string;
+  /** "docker": the result under Docker v2.2 media types (manifest list, schema 2); default OCI. */
+  mediaTypes?: "oci" | "docker";
 }
 
 /** The machine's tools, resolved by the CLI (or a server) once. */
@@ -315,8 +318,10 @@ export class Orchestrator {
     opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void } = {},
   ): Promise<Built> {
     const base = req.base ? await this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
-    const { index, name } = await this.builder(req, base).build(opts);
-    return { index, name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };
+    const built = await this.builder(req, base).build(opts);
+    const index =
+      req.mediaTypes === "docker" ? ((await withDockerMediaTypes(built.index)) as Index) : built.index;
+    return { index, name: built.name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };
   }
 
   /** The publisher for one destination (the one place publishers are chosen). */
