@@ -293,6 +293,29 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     });
 
   program
+    .command("resolve")
+    .summary(
+      "build and push every polyarch://<import path> in YAML files, and print them with digests (ko resolve)",
+    )
+    .description(
+      "Each polyarch://<import path> in the files (Kubernetes manifests or any text) is built as `polyarch build` builds a Go main package, pushed to <prefix>/<name> with the tags, and replaced by <prefix>/<name>@sha256:…; the files are printed on stdout once every image is pushed.",
+    )
+    .option("-f, --file <file>", "a file to resolve (repeatable; - for standard input)", collect)
+    .option("--push <prefix>", "registry/prefix the images go to, e.g. ghcr.io/acme")
+    .option(
+      "-p, --platform <list>",
+      "platforms, comma separated (repeatable; default: linux/<host arch>)",
+      collect,
+    )
+    .option("-t, --tag <tag>", "tags for every image (repeatable; default latest)", collect)
+    .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
+    .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+    .option("-q, --quiet", "no progress on stderr")
+    .action(async (flags: import("./resolve.js").ResolveFlags) => {
+      exit = await (await import("./resolve.js")).runResolve(flags, io, signal);
+    });
+
+  program
     .command("mirror")
     .summary("copy a list of third-party images, only those whose digest changed")
     .description(

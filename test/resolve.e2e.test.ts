@@ -1,0 +1,100 @@
+/**
+ * `polyarch resolve` (issue 10 §3): a two-image Deployment whose images are polyarch://
+ * import paths is built, pushed to a real registry and printed with digests skopeo finds.
+ */
+import assert from "node:assert/strict";
+import { cp, mkdir, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
+import { mustRun } from "../src/testing/tools.js";
+import { cleanup, polyarch, ROOT, tempDir } from "./_fixture.js";
+
+let work: string;
+let reg: RunningRegistry;
+before(async () => {
+  work = await tempDir("resolve");
+  reg = await startRegistry();
+});
+after(async () => {
+  await reg?.stop();
+  await cleanup(work);
+});
+
+describe("polyarch resolve", () => {
+  it("builds and pushes each polyarch:// reference and prints the YAML with digests; a package that is no main is refused", async () => {
+    // One module, two main packages: the notes service (third-party modules) and hello.
+    const repo = path.join(work, "shop");
+    await cp(path.join(ROOT, "examples", "notes"), repo, { recursive: true });
+    await mkdir(path.join(repo, "cmd", "notes"), { recursive: true });
+    await rename(path.join(repo, "main.go"), path.join(repo, "cmd", "notes", "main.go"));
+    await rename(path.join(repo, "main_test.go"), path.join(repo, "cmd", "notes", "main_test.go"));
+    await mkdir(path.join(repo, "cmd", "hello"), { recursive: true });
+    await cp(path.join(ROOT, "examples", "hello", "main.go"), path.join(repo, "cmd", "hello", "main.go"));
+    await mkdir(path.join(repo, "lib"), { recursive: true });
+    await writeFile(path.join(repo, "lib", "lib.go"), 'package lib\n\nconst Name = "lib"\n');
+    const deploy = [
+      "# the shop: two images, built by polyarch resolve",
+      "apiVersion: apps/v1",
+      "kind: Deployment",
+      "metadata: { name: shop }",
+      "spec:",
+      "  template:",
+      "    spec:",
+      "      containers:",
+      "        - name: notes",
+      "          image: polyarch://example.com/notes/cmd/notes",
+      "        - name: hello",
+      '          image: "polyarch://example.com/notes/cmd/hello"',
+      "",
+    ].join("\n");
+    await writeFile(path.join(repo, "deploy.yaml"), deploy);
+    const env = {
+      GOPROXY: "off",
+      GOFLAGS: "-mod=mod",
+      SOURCE_DATE_EPOCH: "1700000000",
+      POLYARCH_CACHE_DIR: path.join(work, "cache"),
+    };
+    const prefix = `${reg.host}/acme`;
+    const r = await polyarch(
+      ["resolve", "-f", "deploy.yaml", "--push", prefix, "-p", "linux/amd64,linux/arm64"],
+      {
+        cwd: repo,
+        env,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const out = r.stdout;
+    assert.ok(
+      out.startsWith("# the shop: two images, built by polyarch resolve\n"),
+      "comments and layout kept",
+    );
+    assert.doesNotMatch(out, /polyarch:\/\//);
+    for (const name of ["notes", "hello"]) {
+      const m = new RegExp(`${prefix.replaceAll(".", "\\.")}/${name}@(sha256:[a-f0-9]{64})`).exec(out);
+      assert.ok(m, `${name} in\n${out}`);
+      const raw = await mustRun("skopeo", [
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        `docker://${prefix}/${name}@${m[1]}`,
+      ]);
+      const index = JSON.parse(raw) as { manifests: { platform: { architecture: string } }[] };
+      assert.deepEqual(
+        index.manifests.map((x) => x.platform.architecture),
+        ["amd64", "arm64"],
+      );
+    }
+    // A reference to a package that is not main, and to none at all: one sentence, no output.
+    for (const [ref, re] of [
+      ["example.com/notes/lib", /polyarch:\/\/example\.com\/notes\/lib is package lib, not a main package/],
+      ["example.com/notes/nope", /polyarch:\/\/example\.com\/notes\/nope is no Go package here/],
+    ] as const) {
+      await writeFile(path.join(repo, "bad.yaml"), `image: polyarch://${ref}\n`);
+      const b = await polyarch(["resolve", "-f", "bad.yaml", "--push", prefix], { cwd: repo, env });
+      assert.equal(b.code, 1, b.stderr);
+      assert.match(b.stderr, re);
+      assert.equal(b.stdout, "");
+    }
+  });
+});
