@@ -60,6 +60,12 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
     (t) => validateTag(t.trim()),
   );
   const jobs = flags.jobs === undefined ? os.availableParallelism() : Number(flags.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--jobs "${flags.jobs}" is not a positive whole number`,
+      hint: "Use --jobs 2, for example.",
+    });
   const texts: { name: string; text: string }[] = [];
   for (const f of files) {
     try {
