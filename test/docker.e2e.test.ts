@@ -248,6 +248,19 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
         ["application/vnd.docker.distribution.manifest.v2+json", "arm64"],
       ],
     );
+    // polyarch inspect --json prints what docker manifest inspect prints, byte for byte: the
+    // list (three-space indent), --verbose and a single manifest (tabs, raw key order).
+    const child = list.manifests[0] as unknown as { digest: string };
+    for (const args of [
+      [dockerTyped],
+      [dockerTyped, "--verbose"],
+      [`${reg.host}/seed001/app@${child.digest}`],
+    ]) {
+      const theirs = await engine.docker(["manifest", "inspect", "--insecure", ...args]);
+      const ours = await polyarch(["inspect", ...args, "--json"], { env: env() });
+      assert.equal(ours.code, 0, ours.stderr);
+      assert.equal(ours.stdout, theirs, `polyarch inspect ${args.join(" ")} --json`);
+    }
     for (const [platform, cpu] of [
       ["linux/amd64", "x86_64"],
       ["linux/arm64", "aarch64"],

@@ -2,6 +2,7 @@ import { PolyarchError } from "../errors.js";
 import type { Artifact, Image, Index } from "../image/index.js";
 import { compressedSize, findPlatform } from "../image/index.js";
 import { formatPlatform, parsePlatform } from "../platform/index.js";
+import { MediaType } from "../manifest/index.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { makeOrchestrator } from "./_world.js";
 import { parseLocation } from "../orchestrate/location.js";
@@ -14,9 +15,22 @@ export interface InspectFlags {
   insecure?: string[];
 }
 
-/** docker manifest inspect prints JSON indented by three spaces. */
+/** docker manifest inspect prints a manifest list indented by three spaces… */
 function dockerJson(v: unknown): string {
   return `${JSON.stringify(v, null, 3)}\n`;
+}
+
+/** …and a single manifest, or the --verbose list, indented by tabs (raw key order kept). */
+function dockerTabs(v: unknown): string {
+  return `${JSON.stringify(v, null, "\t")}\n`;
+}
+
+/** A platform in docker's key order: architecture, os, os.version, os.features, variant, features. */
+function dockerPlatform(p: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of ["architecture", "os", "os.version", "os.features", "variant", "features"])
+    if (p[k] !== undefined) out[k] = p[k];
+  return out;
 }
 
 /** A descriptor in the key order docker prints: mediaType, size, digest, platform. */
@@ -31,7 +45,7 @@ function dockerDescriptor(d: {
     mediaType: d.mediaType,
     size: d.size,
     digest: d.digest,
-    ...(d.platform ? { platform: d.platform } : {}),
+    ...(d.platform ? { platform: dockerPlatform(d.platform as Record<string, unknown>) } : {}),
     ...(d.annotations ? { annotations: d.annotations } : {}),
   };
 }
@@ -86,7 +100,9 @@ async function show(top: Artifact, refArg: string, flags: InspectFlags, io: CliI
     return 0;
   }
   if (flags.json) {
-    if (flags.verbose && shown.kind === "index") io.stdout.write(dockerJson(await verbose(shown, refArg)));
+    if (flags.verbose && shown.kind === "index") io.stdout.write(dockerTabs(await verbose(shown, refArg)));
+    else if (shown.kind === "image")
+      io.stdout.write(dockerTabs(JSON.parse(Buffer.from(await shown.rawManifest()).toString("utf8"))));
     else io.stdout.write(dockerJson(await dockerShape(shown)));
     return 0;
   }
@@ -102,8 +118,8 @@ async function dockerShape(a: Artifact): Promise<unknown> {
     return {
       schemaVersion: m.schemaVersion,
       mediaType: m.mediaType ?? (await a.descriptor()).mediaType,
+      // docker leaves the index's annotations out of this form.
       manifests: m.manifests.map(dockerDescriptor),
-      ...(m.annotations ? { annotations: m.annotations } : {}),
     };
   }
   const m = await a.manifest();
@@ -121,17 +137,17 @@ async function verbose(index: Index, ref: string): Promise<unknown[]> {
   const out: unknown[] = [];
   for (const d of (await index.manifest()).manifests) {
     const child = await index.child(d);
-    const raw = await child.rawManifest();
+    // The manifest as stored (its key order kept), under SchemaV2Manifest for Docker's type.
+    const manifest: unknown = JSON.parse(Buffer.from(await child.rawManifest()).toString("utf8"));
     out.push({
       Ref: `${ref}@${d.digest}`,
       Descriptor: {
         mediaType: d.mediaType,
         digest: d.digest,
         size: d.size,
-        ...(d.platform ? { platform: d.platform } : {}),
+        ...(d.platform ? { platform: dockerPlatform(d.platform as unknown as Record<string, unknown>) } : {}),
       },
-      Raw: Buffer.from(raw).toString("base64"),
-      OCIManifest: child.kind === "image" ? await child.manifest() : await child.manifest(),
+      [d.mediaType === MediaType.DOCKER_MANIFEST ? "SchemaV2Manifest" : "OCIManifest"]: manifest,
     });
   }
   return out;
