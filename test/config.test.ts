@@ -88,6 +88,16 @@ describe("polyarch.yaml", () => {
     });
   }
 
+  it("mains: the first is the entrypoint, the rest go into the same image; main and mains together are refused", () => {
+    const f = parsePolyarchFile("images:\n  - name: soda\n    mains: [., ./cmd/soda]\n", "polyarch.yaml");
+    assert.equal(f.images[0]!.main, ".");
+    assert.deepEqual(f.images[0]!.extraMains, ["./cmd/soda"]);
+    assert.throws(
+      () => parsePolyarchFile("images:\n  - name: x\n    main: .\n    mains: [.]\n", "polyarch.yaml"),
+      /images\[0\]\.mains: give main or mains, not both/,
+    );
+  });
+
   it("resolves with precedence flag > env var > environment > file > default, and says where from", () => {
     const f = parsePolyarchFile(base, "polyarch.yaml");
     const fileOnly = resolveConfig("/repo", f, {}, {});

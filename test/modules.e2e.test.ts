@@ -6,13 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
-import { eventually, httpGet, runUnpacked } from "../src/testing/tools.js";
-import { cleanup, gitExample, polyarch, SIX, tempDir } from "./_fixture.js";
+import { eventually, httpGet, runUnpacked, unpackPlatform } from "../src/testing/tools.js";
+import { cleanup, gitExample, polyarch, ROOT, SIX, tempDir } from "./_fixture.js";
 
 let work: string;
 const offline = () => ({ GOPROXY: "off", GOFLAGS: "-mod=mod", POLYARCH_CACHE_DIR: path.join(work, "cache") });
@@ -67,6 +67,45 @@ describe("Go modules", () => {
         await cleanup(dir);
       }
     }
+  });
+
+  it("--main puts another main package's binary into the same image for every platform; the first stays the entrypoint", async () => {
+    const src = await gitExample("notes", path.join(work, "two"));
+    await mkdir(path.join(src, "cmd", "hello"), { recursive: true });
+    await cp(path.join(ROOT, "examples", "hello", "main.go"), path.join(src, "cmd", "hello", "main.go"));
+    const out = path.join(work, "two-out");
+    const r = await polyarch(
+      ["build", src, "--main", "./cmd/hello", "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`],
+      {
+        env: offline(),
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    for (const [arch, machine] of [
+      ["amd64", 0x3e],
+      ["arm64", 0xb7],
+    ] as const) {
+      const dir = await tempDir("two");
+      try {
+        const { rootfs, args } = await unpackPlatform(
+          `oci:${out}:latest`,
+          parsePlatform(`linux/${arch}`),
+          dir,
+        );
+        assert.deepEqual(args, ["/app/notes"]);
+        for (const bin of ["notes", "hello"]) {
+          const elf = await readFile(path.join(rootfs, "app", bin));
+          assert.equal(elf.readUInt16LE(18), machine, `/app/${bin} is a ${arch} ELF`);
+        }
+      } finally {
+        await cleanup(dir);
+      }
+    }
+    const same = await polyarch(["build", src, "--main", ".", "-p", "linux/amd64", "-o", `oci:${out}-same`], {
+      env: offline(),
+    });
+    assert.equal(same.code, 1);
+    assert.match(same.stderr, /both build a binary named notes/);
   });
 
   it("a module that cannot be downloaded or does not match go.sum is one sentence before any compile; secrets stay out", async () => {

@@ -23,6 +23,7 @@ import { parseLocation, parseOutput } from "../orchestrate/location.js";
 
 export interface BuildFlags {
   platform?: string[];
+  main?: string[];
   mediaTypes?: string;
   tag?: string[];
   output?: string;
@@ -63,6 +64,12 @@ export async function runBuild(
 ): Promise<number> {
   // 1. Resolve every input before any work, so bad input fails fast and writes nothing.
   const dir = path.resolve(io.cwd, dirArg ?? ".");
+  if (flags.main?.length && flags.file)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: "--main adds Go main packages; a Dockerfile build (-f) has none",
+      hint: "Leave out --main, or build the Go packages without -f.",
+    });
   // --platform all: every platform the base image has (ko's --platform=all), read below.
   const allOfBase = flags.platform?.length === 1 && flags.platform[0]!.trim().toLowerCase() === "all";
   if (allOfBase && (!flags.base || flags.file))
@@ -198,6 +205,7 @@ export async function runBuild(
             kind: "go",
             dir,
             main: ".",
+            ...(flags.main?.length ? { extraMains: flags.main } : {}),
             ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
             ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
           },

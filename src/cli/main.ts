@@ -78,6 +78,11 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       "push to a registry, e.g. ghcr.io/acme/api:1.2.3 (the tag joins --tag); with --output as well, both get it",
     )
     .option(
+      "--main <package>",
+      "another main package built into the same image as /app/<name>, for every platform (repeatable); DIR's package stays the entrypoint",
+      collect,
+    )
+    .option(
       "--media-types <types>",
       "oci (default) or docker: Docker v2.2 manifest list and schema 2 manifests, for old clients and registries",
     )

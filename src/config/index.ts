@@ -29,6 +29,7 @@ export interface ResolvedImage {
   /** Absolute directory go runs in. */
   dir: string;
   main: string;
+  extraMains: string[];
   base: string | undefined;
   platforms: Resolved<Platform[]>;
   user: string | undefined;
@@ -169,6 +170,7 @@ export function resolveConfig(
       name: im.name,
       dir: path.resolve(root, im.dir),
       main: im.main,
+      extraMains: im.extraMains ?? [],
       base: im.base,
       platforms: imagePlatforms,
       user: im.user,

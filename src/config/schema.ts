@@ -11,6 +11,8 @@ export interface ImageConfigFile {
   name: string;
   dir: string;
   main: string;
+  /** More main packages built into the image (`mains: [., ./cmd/soda]` gives ./cmd/soda). */
+  extraMains?: string[];
   builder: "go" | "dockerfile";
   /** Dockerfile images: the Dockerfile (relative to dir) and the build context (default dir). */
   dockerfile?: string;
@@ -187,6 +189,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "dir",
     "workDir",
     "main",
+    "mains",
     "builder",
     "base",
     "platforms",
@@ -228,6 +231,14 @@ function image(v: unknown, p: Path): ImageConfigFile {
     env: strMap(o["env"], [...p, "env"]),
     labels: strMap(o["labels"], [...p, "labels"]),
   };
+  // mains: [entrypoint package, more…] — one image carrying several binaries.
+  if (o["mains"] !== undefined) {
+    if (o["main"] !== undefined) throw new Located([...p, "mains"], "give main or mains, not both");
+    const mains = strList(o["mains"], [...p, "mains"]);
+    if (!mains.length) throw new Located([...p, "mains"], "mains lists no package");
+    out.main = mains[0]!;
+    if (mains.length > 1) out.extraMains = mains.slice(1);
+  }
   const base = optStr(o["base"], [...p, "base"]);
   if (base && base !== "scratch") out.base = base;
   if (o["platforms"] !== undefined) out.platforms = strList(o["platforms"], [...p, "platforms"]);

@@ -45,8 +45,10 @@ export interface GoSource {
   kind: "go";
   /** Where go runs, absolute. */
   dir: string;
-  /** The main package as go build takes it ("." or "./cmd/api"). */
+  /** The main package as go build takes it ("." or "./cmd/api"); the entrypoint. */
   main: string;
+  /** More main packages built into the same image, each /app/<name>. */
+  extraMains?: string[];
   ldflags?: string;
   buildTags?: string[];
 }
@@ -267,6 +269,7 @@ export class Orchestrator {
         return new GoBuilder({
           dir: req.source.dir,
           mainPackage: req.source.main,
+          ...(req.source.extraMains?.length ? { extraMains: req.source.extraMains } : {}),
           platforms: req.platforms,
           sourceDateEpoch: req.sourceDateEpoch,
           env: t.env,

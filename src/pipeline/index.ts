@@ -30,6 +30,7 @@ export interface PlannedImage {
   name: string;
   dir: string;
   main: string;
+  extraMains: string[];
   platforms: Platform[];
   base: string | undefined;
   /** registry/repository, or an OCI layout directory when no registry is set. */
@@ -121,6 +122,7 @@ export function planRun(
       name: im.name,
       dir: im.dir,
       main: im.main,
+      extraMains: im.extraMains,
       platforms,
       base: im.base,
       target: im.reference
@@ -244,7 +246,13 @@ export function buildRequestFor(im: PlannedImage, sourceDateEpoch: number): Buil
           ...(im.dockerfile.target ? { target: im.dockerfile.target } : {}),
           ...(im.dockerfile.cache ? { cache: im.dockerfile.cache } : {}),
         }
-      : { kind: "go", dir: im.dir, main: im.main, ...(im.ldflags ? { ldflags: im.ldflags } : {}) },
+      : {
+          kind: "go",
+          dir: im.dir,
+          main: im.main,
+          ...(im.extraMains.length ? { extraMains: im.extraMains } : {}),
+          ...(im.ldflags ? { ldflags: im.ldflags } : {}),
+        },
     platforms: im.platforms,
     sourceDateEpoch,
     image: {

@@ -36,8 +36,10 @@ export const STATIC_DIR_NAME = "kodata";
 export interface GoBuildOptions {
   /** Directory go runs in (the module or a directory inside it), absolute. */
   dir: string;
-  /** The main package, as `go build` takes it: "." or "./cmd/api". */
+  /** The main package, as `go build` takes it: "." or "./cmd/api". It is the entrypoint. */
   mainPackage: string;
+  /** More main packages built into the same image, each as /app/<name> (seed 004's soda). */
+  extraMains?: string[];
   platforms: Platform[];
   /** Seconds since the epoch for every timestamp (SOURCE_DATE_EPOCH). */
   sourceDateEpoch: number;
@@ -117,19 +119,37 @@ export class GoBuilder implements Builder {
     }
   }
 
-  /** Finds the main package and checks it is one. */
-  async #resolvePackage(signal?: AbortSignal): Promise<GoPackage> {
+  /** The main package and the extra ones, checked to be main packages with distinct names. */
+  async #resolvePackages(signal?: AbortSignal): Promise<GoPackage[]> {
+    const all = [this.#o.mainPackage, ...(this.#o.extraMains ?? [])];
+    const pkgs = await Promise.all(all.map((m) => this.#resolvePackage(m, signal)));
+    const seen = new Map<string, string>();
+    for (const [i, p] of pkgs.entries()) {
+      const other = seen.get(p.name);
+      if (other !== undefined)
+        throw new PolyarchError({
+          code: "E_INPUT",
+          message: `main packages ${other} and ${all[i]} both build a binary named ${p.name}`,
+          hint: "Give each main package of one image its own directory name.",
+        });
+      seen.set(p.name, all[i]!);
+    }
+    return pkgs;
+  }
+
+  /** Finds a main package and checks it is one. */
+  async #resolvePackage(main: string, signal?: AbortSignal): Promise<GoPackage> {
     const first = this.#o.platforms[0]!;
     const r = await this.#go(
       // -find: name and path only, without resolving imports (those errors come from the compile).
-      ["list", "-find", "-json=Name,ImportPath,Dir,Error", "--", this.#o.mainPackage],
+      ["list", "-find", "-json=Name,ImportPath,Dir,Error", "--", main],
       { ...toGoEnv(first), CGO_ENABLED: "0" },
       signal,
     );
     if (r.code !== 0) {
       throw new PolyarchError({
         code: "E_NO_MAIN",
-        message: `no Go package to build at ${path.join(this.#o.dir, this.#o.mainPackage)}: ${firstLine(r.stderr)}`,
+        message: `no Go package to build at ${path.join(this.#o.dir, main)}: ${firstLine(r.stderr)}`,
         hint: "Point polyarch at a directory that holds a main package (package main with func main).",
         data: { stderr: r.stderr },
       });
@@ -143,18 +163,18 @@ export class GoBuilder implements Builder {
     if (pkg.Error?.Err) {
       throw new PolyarchError({
         code: "E_NO_MAIN",
-        message: `cannot load ${this.#o.mainPackage}: ${pkg.Error.Err}`,
+        message: `cannot load ${main}: ${pkg.Error.Err}`,
         hint: "Fix the package so `go list` accepts it.",
       });
     }
     if (pkg.Name !== "main") {
       throw new PolyarchError({
         code: "E_NO_MAIN",
-        message: `${path.join(this.#o.dir, this.#o.mainPackage)} holds package ${pkg.Name ?? "(unknown)"}, not a main package`,
+        message: `${path.join(this.#o.dir, main)} holds package ${pkg.Name ?? "(unknown)"}, not a main package`,
         hint: "Build a directory whose Go files say `package main` and define func main.",
       });
     }
-    const dir = pkg.Dir ?? path.join(this.#o.dir, this.#o.mainPackage);
+    const dir = pkg.Dir ?? path.join(this.#o.dir, main);
     const importPath = pkg.ImportPath ?? "main";
     const base =
       importPath === "command-line-arguments" ? path.basename(dir) : path.posix.basename(importPath);
@@ -199,7 +219,9 @@ export class GoBuilder implements Builder {
     checkP.catch((e: unknown) => stop.abort(e));
     // 2. Load the package while the compiles run; `go build -o <dir>/` names the binary itself.
     // Not tied to `stop`: when a compile fails, the package error (if any) explains it better.
-    const pkgP = this.#resolvePackage(opts.signal);
+    const pkgsP = this.#resolvePackages(opts.signal);
+    pkgsP.catch(() => {});
+    const pkgP = pkgsP.then((p) => p[0]!);
     pkgP.catch(() => {});
     // 3. Module dependencies, once for every platform, before any compile needs them.
     const modulesP = downloadModules({
@@ -224,7 +246,7 @@ export class GoBuilder implements Builder {
             await modulesP;
             return await this.#platformImage(
               platform,
-              pkgP,
+              pkgsP,
               staticP,
               slots,
               pool,
@@ -263,7 +285,7 @@ export class GoBuilder implements Builder {
 
   async #platformImage(
     platform: Platform,
-    pkgP: Promise<GoPackage>,
+    pkgsP: Promise<GoPackage[]>,
     staticP: Promise<FileLayer | undefined>,
     slots: Semaphore,
     pool: LayerPool,
@@ -274,7 +296,11 @@ export class GoBuilder implements Builder {
   ): Promise<Image> {
     const o = this.#o;
     const isWindows = platform.os === "windows";
-    const pkgKey = createHash("sha256").update(`${o.dir}\0${o.mainPackage}`).digest("hex").slice(0, 16);
+    const mains = [o.mainPackage, ...(o.extraMains ?? [])];
+    const pkgKey = createHash("sha256")
+      .update(`${o.dir}\0${mains.join("\0")}`)
+      .digest("hex")
+      .slice(0, 16);
     const outDir = path.join(o.cacheDir, "bin", pkgKey, formatPlatform(platform).replaceAll("/", "-"));
     await mkdir(outDir, { recursive: true });
     const ms = await slots.run(async () => {
@@ -284,7 +310,8 @@ export class GoBuilder implements Builder {
       const args = ["build", "-trimpath", "-o", `${outDir}${path.sep}`];
       if (o.ldflags) args.push(`-ldflags=${o.ldflags}`);
       if (o.buildTags?.length) args.push(`-tags=${o.buildTags.join(",")}`);
-      args.push("--", o.mainPackage);
+      // With -o <dir>/, go build writes each main package's binary into the directory.
+      args.push("--", ...mains);
       const r = await this.#go(args, { ...toGoEnv(platform), CGO_ENABLED: "0" }, signal);
       if (r.code !== 0) {
         throw new PolyarchError({
@@ -297,21 +324,27 @@ export class GoBuilder implements Builder {
       return performance.now() - t0;
     });
     emit({ type: "step-done", platform, step: "compile", ms, where: "native" });
-    const pkg = await pkgP;
-    const binName = isWindows ? `${pkg.name}.exe` : pkg.name;
-    const binary = path.join(outDir, binName);
+    const pkgs = await pkgsP;
+    const pkg = pkgs[0]!;
+    const nameOf = (p: GoPackage) => (isWindows ? `${p.name}.exe` : p.name);
+    const binName = nameOf(pkg);
 
     // Windows images keep files under Files/ (the Windows layer format); the entrypoint is a C:\ path.
     const root = isWindows ? "Files/app" : "app";
     const entries: LayerEntry[] = [
       { type: "dir", path: root, mode: 0o755 },
-      { type: "file", path: `${root}/${binName}`, mode: 0o555, source: { file: binary } },
+      ...pkgs.map((p): LayerEntry => ({
+        type: "file",
+        path: `${root}/${nameOf(p)}`,
+        mode: 0o555,
+        source: { file: path.join(outDir, nameOf(p)) },
+      })),
     ];
     if (isWindows) entries.push({ type: "dir", path: "Hives", mode: 0o755 });
     const binLayer = await this.#cache.layer(
       entries,
       tarOpts,
-      `polyarch: go build -trimpath ${pkg.importPath} (${formatPlatform(platform)})`,
+      `polyarch: go build -trimpath ${pkgs.map((p) => p.importPath).join(" ")} (${formatPlatform(platform)})`,
       pool,
     );
     emit({
