@@ -52,8 +52,12 @@ describe("polyarch ci", () => {
       (s) => s.uses?.startsWith("actions/cache@") && s.with?.["path"] === "~/.cache/polyarch",
     );
     assert.ok(cacheAt >= 0 && cacheAt < steps.findIndex((s) => s.run?.endsWith("polyarch run")));
+    // setup-go keeps the module cache and GOCACHE, keyed by go.mod and go.sum.
     assert.ok(
-      steps.some((s) => s.uses?.startsWith("actions/setup-go@") && s.with?.["cache-dependency-path"]),
+      steps.some(
+        (s) =>
+          s.uses?.startsWith("actions/setup-go@") && s.with?.["cache-dependency-path"]?.includes("go.sum"),
+      ),
     );
     const again = await polyarch(["ci", "github"], { cwd: repo });
     assert.equal(again.code, 1);
@@ -69,9 +73,17 @@ describe("polyarch ci", () => {
 
   it("the split pattern's jobs, run here, give one index with every platform", async () => {
     const ci = parse((await polyarch(["ci", "gitlab", "--split", "--stdout"], { cwd: repo })).stdout) as {
-      build: { parallel: { matrix: { PLATFORM: string[] }[] }; script: string[] };
+      variables: Record<string, string>;
+      build: {
+        parallel: { matrix: { PLATFORM: string[] }[] };
+        script: string[];
+        cache: { paths: string[] };
+      };
       merge: { script: string[] };
     };
+    // Every job keeps the module cache, GOCACHE and polyarch's cache in the project directory.
+    assert.deepEqual(ci.build.cache.paths, [".go/pkg/mod/", ".go/cache/", ".polyarch/"]);
+    assert.equal(ci.variables["GOMODCACHE"], "$CI_PROJECT_DIR/.go/pkg/mod");
     const sh = async (line: string, extra: Record<string, string>) => {
       const r = await run("sh", ["-c", line.replaceAll("npx --yes polyarch", `node ${BIN}`)], {
         cwd: repo,

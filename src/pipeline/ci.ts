@@ -29,8 +29,12 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
   };
   const setup = [
     { uses: "actions/checkout@v4", with: { "fetch-depth": 0 } },
-    // setup-go keeps GOCACHE between runs; go.mod keys it (a stdlib-only module has no go.sum).
-    { uses: "actions/setup-go@v5", with: { "go-version": "stable", "cache-dependency-path": "**/go.mod" } },
+    // setup-go keeps GOCACHE and the module cache between runs, keyed by go.mod and go.sum
+    // (a stdlib-only module has no go.sum; go.mod alone then keys it).
+    {
+      uses: "actions/setup-go@v5",
+      with: { "go-version": "stable", "cache-dependency-path": "**/go.mod\n**/go.sum" },
+    },
     { uses: "actions/setup-node@v4", with: { "node-version": 20 } },
     {
       // polyarch's layer cache next to GOCACHE: unchanged binaries reuse their compressed layers.
@@ -125,13 +129,19 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
 
 export function gitlabCi(c: ResolvedConfig, split: boolean, polyarch = "npx --yes polyarch"): string {
   const login = `echo "$CI_REGISTRY_PASSWORD" | ${polyarch} login "$CI_REGISTRY" -u "$CI_REGISTRY_USER" --password-stdin`;
+  // The module cache, GOCACHE and polyarch's layer cache live in the project directory, the
+  // only place GitLab caches from; every job restores and saves them.
   const base = {
     image: "golang:1.23-bookworm",
     before_script: ["apt-get update -qq && apt-get install -y -qq nodejs npm", login],
+    cache: { key: "polyarch-$CI_COMMIT_REF_SLUG", paths: [".go/pkg/mod/", ".go/cache/", ".polyarch/"] },
   };
   const variables = {
     REGISTRY: c.registry.value ?? "$CI_REGISTRY",
     REPOSITORY: c.repository.value ?? "$CI_PROJECT_PATH",
+    GOMODCACHE: "$CI_PROJECT_DIR/.go/pkg/mod",
+    GOCACHE: "$CI_PROJECT_DIR/.go/cache",
+    POLYARCH_CACHE_DIR: "$CI_PROJECT_DIR/.polyarch",
   };
   if (!split)
     return stringify({
