@@ -108,6 +108,42 @@ describe("Go modules", () => {
     assert.match(same.stderr, /both build a binary named notes/);
   });
 
+  it("a go.work workspace: a main package using a module of the workspace builds, offline", async () => {
+    const ws = path.join(work, "ws");
+    await mkdir(path.join(ws, "app"), { recursive: true });
+    await mkdir(path.join(ws, "greet"), { recursive: true });
+    await writeFile(path.join(ws, "go.work"), "go 1.22\n\nuse (\n\t./app\n\t./greet\n)\n");
+    await writeFile(path.join(ws, "greet", "go.mod"), "module example.com/greet\n\ngo 1.22\n");
+    await writeFile(
+      path.join(ws, "greet", "greet.go"),
+      'package greet\n\nfunc Hello() string { return "hello from the workspace" }\n',
+    );
+    await writeFile(
+      path.join(ws, "app", "go.mod"),
+      "module example.com/app\n\ngo 1.22\n\nrequire example.com/greet v0.0.0\n",
+    );
+    await writeFile(
+      path.join(ws, "app", "main.go"),
+      'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/greet"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n',
+    );
+    const out = path.join(work, "ws-out");
+    const r = await polyarch(["build", path.join(ws, "app"), "-p", "linux/arm64", "-o", `oci:${out}`], {
+      env: { ...offline(), GOFLAGS: "", SOURCE_DATE_EPOCH: "1700000000" },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const dir = await tempDir("ws");
+    try {
+      const { rootfs } = await unpackPlatform(`oci:${out}:latest`, parsePlatform("linux/arm64"), dir);
+      assert.equal((await readFile(path.join(rootfs, "app", "app"))).readUInt16LE(18), 0xb7);
+      assert.equal(
+        (await import("node:child_process")).execFileSync("chroot", [rootfs, "/app/app"]).toString(),
+        "hello from the workspace\n",
+      );
+    } finally {
+      await cleanup(dir);
+    }
+  });
+
   it("a module that cannot be downloaded or does not match go.sum is one sentence before any compile; secrets stay out", async () => {
     // A stand-in proxy on loopback that has nothing.
     const seen: string[] = [];
