@@ -26,6 +26,9 @@ import {
 /** Up to this many bytes at once are compressed on the calling thread (see writeLayer). */
 const INLINE_BYTES = 16 * 1024 * 1024;
 
+/** Layers smaller than this are always compressed on the calling thread when they fit. */
+const SMALL_BYTES = 1024 * 1024;
+
 /** Bytes of history a segment starts from (deflate's window). */
 const WINDOW = 32 * 1024;
 
@@ -106,8 +109,9 @@ export class LayerPool {
     });
   }
 
-  /** Bytes being compressed on the main thread now. */
+  /** Bytes being compressed on the main thread now, and how many of those layers are large. */
   #inline = 0;
+  #inlineLarge = 0;
 
   /**
    * Writes a gzip-compressed layer to `dest` (temp file, then rename), as `writeLayer` would.
@@ -121,12 +125,17 @@ export class LayerPool {
     for (const e of entries)
       if (e.type === "file")
         bytes += "data" in e.source ? e.source.data.byteLength : (await stat(e.source.file)).size;
-    if (this.#inline + bytes <= this.#inlineLimit) {
+    // One large layer at a time here (small ones always): a second large one meanwhile goes to
+    // a worker, so two binaries that finish together use two cores.
+    const small = bytes < SMALL_BYTES;
+    if (this.#inline + bytes <= this.#inlineLimit && (small || this.#inlineLarge === 0)) {
       this.#inline += bytes;
+      if (!small) this.#inlineLarge++;
       try {
         return await writeLayer(entries, opts, dest);
       } finally {
         this.#inline -= bytes;
+        if (!small) this.#inlineLarge--;
       }
     }
     await mkdir(path.dirname(dest), { recursive: true });
