@@ -2,7 +2,7 @@
  * Shared fixtures for the end-to-end tests: the maintenance proxy built once per test run
  * for six platforms, in a throwaway git repository so SOURCE_DATE_EPOCH comes from a commit.
  */
-import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { chmod, copyFile, cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,4 +88,28 @@ export async function helloPerArch(srcDir: string, ctx: string): Promise<string>
       env: { ...process.env, GOOS: "linux", GOARCH: arch, CGO_ENABLED: "0" },
     });
   return ctx;
+}
+
+/** The arm64 busybox-static .ci/setup fetches from the machine's Debian mirror. */
+export const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
+
+/**
+ * Seed 001's shape as a build context in `ctx`: each architecture's static busybox and a
+ * `FROM scratch` Dockerfile whose entrypoint prints the CPU (`uname -m`). Returns the Dockerfile.
+ */
+export async function unameContext(ctx: string): Promise<string> {
+  for (const [arch, bb] of [
+    ["amd64", "/bin/busybox"],
+    ["arm64", ARM_BUSYBOX],
+  ] as const) {
+    await mkdir(path.join(ctx, arch), { recursive: true });
+    await copyFile(bb, path.join(ctx, arch, "busybox"));
+    await chmod(path.join(ctx, arch, "busybox"), 0o755);
+  }
+  const dockerfile = path.join(ctx, "Dockerfile");
+  await writeFile(
+    dockerfile,
+    'FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "uname", "-m"]\n',
+  );
+  return dockerfile;
 }

@@ -5,14 +5,12 @@
  * amd64 natively and arm64 through binfmt.
  */
 import assert from "node:assert/strict";
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type RunningContainerd, startContainerd } from "../src/testing/containerd.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
-import { cleanup, polyarch, tempDir } from "./_fixture.js";
+import { cleanup, polyarch, tempDir, unameContext } from "./_fixture.js";
 
-const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
 let work: string;
 let ctd: RunningContainerd;
 let reg: RunningRegistry;
@@ -28,19 +26,9 @@ after(async () => {
 
 describe("containerd as the consumer", () => {
   it("imports polyarch's tarball and pulls its push: the same index digest, and ctr runs amd64 and arm64", async () => {
+    // ctr names the imported image after the context directory: ctx.
     const ctx = path.join(work, "ctx");
-    for (const [arch, bb] of [
-      ["amd64", "/bin/busybox"],
-      ["arm64", ARM_BUSYBOX],
-    ] as const) {
-      await mkdir(path.join(ctx, arch), { recursive: true });
-      await copyFile(bb, path.join(ctx, arch, "busybox"));
-      await chmod(path.join(ctx, arch, "busybox"), 0o755);
-    }
-    await writeFile(
-      path.join(ctx, "Dockerfile"),
-      'FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "uname", "-m"]\n',
-    );
+    await unameContext(ctx);
     const image = `${reg.host}/ctd/uname:1`;
     const tarball = path.join(work, "uname.tar");
     const r = await polyarch(

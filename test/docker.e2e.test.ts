@@ -7,16 +7,24 @@
  *   arm64 and run with `docker run`, and the seeds' shapes answer.
  */
 import assert from "node:assert/strict";
-import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type RunningDocker, startDocker } from "../src/testing/docker.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { eventually, freePort, httpGet } from "../src/testing/tools.js";
-import { cleanup, gitExample, gitRepo, helloPerArch, polyarch, SIX } from "./_fixture.js";
+import {
+  ARM_BUSYBOX,
+  cleanup,
+  gitExample,
+  gitRepo,
+  helloPerArch,
+  polyarch,
+  SIX,
+  unameContext,
+} from "./_fixture.js";
 
-const ARM_BUSYBOX = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
 let work: string;
 let engine: RunningDocker;
 let reg: RunningRegistry;
@@ -197,16 +205,7 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
 
   it("seed 001's FROM scratch + COPY, pushed by polyarch (OCI and --media-types docker): docker pulls and runs each platform, inspects the Docker-typed list; polyarch info checks a docker builder", async () => {
     const ctx = path.join(work, "seed001");
-    await mkdir(ctx, { recursive: true });
-    for (const arch of ["amd64", "arm64"]) {
-      await mkdir(path.join(ctx, arch));
-      await copyFile(arch === "amd64" ? "/bin/busybox" : ARM_BUSYBOX, path.join(ctx, arch, "busybox"));
-      await chmod(path.join(ctx, arch, "busybox"), 0o755);
-    }
-    await writeFile(
-      path.join(ctx, "Dockerfile"),
-      'FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "uname", "-m"]\n',
-    );
+    await unameContext(ctx);
     const image = `${reg.host}/seed001/app:1`;
     const r = await polyarch(
       ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--push", image],

@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
 import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
-import { cleanup, gitRepo, helloPerArch, polyarch, tempDir } from "./_fixture.js";
+import { ARM_BUSYBOX, cleanup, gitRepo, helloPerArch, polyarch, tempDir } from "./_fixture.js";
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
@@ -34,6 +34,35 @@ const BUILDAH_RUN_ARTEFACTS = new Set([
 
 async function buildah(args: string[]): Promise<string> {
   return mustRun("buildah", args, { env: benv });
+}
+
+/** buildah bud (chroot isolation) of a Dockerfile into an OCI layout tag, or a manifest list. */
+async function bud(
+  dockerfile: string,
+  context: string,
+  o: { out?: string; manifest?: string; epoch?: string; platform?: string; extra?: string[] },
+): Promise<string> {
+  return buildah([
+    "bud",
+    "--isolation",
+    "chroot",
+    "--timestamp",
+    o.epoch ?? "0",
+    ...(o.platform ? ["--platform", o.platform] : []),
+    ...(o.manifest ? ["--manifest", o.manifest] : []),
+    "-f",
+    dockerfile,
+    ...(o.extra ?? []),
+    ...(o.out ? ["-t", `oci:${o.out}:latest`] : []),
+    context,
+  ]);
+}
+
+/** Asserts that one platform of two layouts has the same file tree and config. */
+async function sameTreeAndConfig(ours: string, theirs: string, arch: string, what: string) {
+  const [a, b] = [await flatten(ours, arch), await flatten(theirs, arch)];
+  assert.deepEqual(a.tree, b.tree, `${what}: buildah's tree`);
+  assert.deepEqual(a.config, b.config, `${what}: buildah's config`);
 }
 
 /** One platform of a layout unpacked by skopeo and umoci (as root: owners kept) into dir/bundle. */
@@ -95,21 +124,12 @@ async function both(
   const bh = path.join(work, `${name}-buildah`);
   const pa = path.join(work, `${name}-polyarch`);
   for (const p of platforms)
-    await buildah([
-      "bud",
-      "--isolation",
-      "chroot",
-      "--timestamp",
-      "1700000000",
-      "--platform",
-      p,
-      "-f",
-      dockerfile,
-      ...extra,
-      "-t",
-      `oci:${bh}-${p.replaceAll("/", "-")}:latest`,
-      context,
-    ]);
+    await bud(dockerfile, context, {
+      out: `${bh}-${p.replaceAll("/", "-")}`,
+      epoch: "1700000000",
+      platform: p,
+      extra,
+    });
   const r = await polyarch(
     ["build", "-f", dockerfile, context, "-p", platforms.join(","), "-o", `oci:${pa}`, ...extra],
     {
@@ -158,18 +178,7 @@ before(async () => {
   await writeFile(path.join(root, "etc", "motd"), "welcome\n");
   await writeFile(path.join(work, "base", "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
   busybox = path.join(work, "busybox");
-  await buildah([
-    "bud",
-    "--isolation",
-    "chroot",
-    "--timestamp",
-    "0",
-    "-f",
-    path.join(work, "base", "Dockerfile"),
-    "-t",
-    `oci:${busybox}:latest`,
-    path.join(work, "base"),
-  ]);
+  await bud(path.join(work, "base", "Dockerfile"), path.join(work, "base"), { out: busybox });
   const pw = path.join(work, "pw");
   await mkdir(path.join(pw, "etc"), { recursive: true });
   await writeFile(path.join(pw, "etc", "passwd"), passwd);
@@ -178,7 +187,7 @@ before(async () => {
   // would need them too).
   for (const [arch, bb] of [
     ["amd64", "/bin/busybox"],
-    ["arm64", "/var/cache/polyarch-test/busybox-arm64/bin/busybox"],
+    ["arm64", ARM_BUSYBOX],
   ] as const) {
     await mkdir(path.join(pw, `bb-${arch}`), { recursive: true });
     await copyFile(bb, path.join(pw, `bb-${arch}`, "busybox"));
@@ -190,20 +199,7 @@ before(async () => {
     path.join(pw, "Dockerfile"),
     "FROM scratch\nARG TARGETARCH\nCOPY etc/ /etc/\nCOPY bb-${TARGETARCH}/ /bin/\n",
   );
-  await buildah([
-    "bud",
-    "--isolation",
-    "chroot",
-    "--timestamp",
-    "0",
-    "--platform",
-    "linux/amd64,linux/arm64",
-    "--manifest",
-    "pwbase",
-    "-f",
-    path.join(pw, "Dockerfile"),
-    pw,
-  ]);
+  await bud(path.join(pw, "Dockerfile"), pw, { platform: "linux/amd64,linux/arm64", manifest: "pwbase" });
   pwbase = path.join(work, "pwbase");
   await buildah(["manifest", "push", "--all", "pwbase", `oci:${pwbase}:latest`]);
 });
@@ -303,18 +299,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     await writeFile(path.join(root, "etc", "group"), "root:x:0:\napp:x:1001:\nstaff:x:50:app\n");
     await writeFile(path.join(ctx, "Dockerfile.base"), "FROM scratch\nCOPY rootfs/ /\n");
     const capbase = path.join(work, "capbase");
-    await buildah([
-      "bud",
-      "--isolation",
-      "chroot",
-      "--timestamp",
-      "0",
-      "-f",
-      path.join(ctx, "Dockerfile.base"),
-      "-t",
-      `oci:${capbase}:latest`,
-      ctx,
-    ]);
+    await bud(path.join(ctx, "Dockerfile.base"), ctx, { out: capbase });
     await writeFile(path.join(ctx, "tool"), "#!/bin/sh\necho tool\n");
     await writeFile(path.join(ctx, ".dockerignore"), "rootfs\n");
     await writeFile(
@@ -502,23 +487,12 @@ describe("Dockerfile builds, natively, against buildah", () => {
     const r = { layout: out, stderr: built.stderr };
     // Differential for amd64 (buildah alone; arm64 is the same Dockerfile under emulation).
     const theirs = path.join(work, "seed004ms-buildah");
-    await buildah([
-      "bud",
-      "--isolation",
-      "chroot",
-      "--timestamp",
-      "1700000000",
-      "--platform",
-      "linux/amd64",
-      "-f",
-      path.join(ctx, "Dockerfile"),
-      "-t",
-      `oci:${theirs}:latest`,
-      ctx,
-    ]);
-    const [ours, bh] = [await flatten(out, "amd64"), await flatten(theirs, "amd64")];
-    assert.deepEqual(ours.tree, bh.tree, "seed 004 multi-stage amd64: buildah's tree");
-    assert.deepEqual(ours.config, bh.config, "seed 004 multi-stage amd64: buildah's config");
+    await bud(path.join(ctx, "Dockerfile"), ctx, {
+      out: theirs,
+      epoch: "1700000000",
+      platform: "linux/amd64",
+    });
+    await sameTreeAndConfig(out, theirs, "amd64", "seed 004 multi-stage amd64");
     // The build stage went to buildah (arm64 under announced emulation); the final stage did not.
     assert.match(r.stderr, /stage prelim runs under emulation for linux\/arm64 on buildah/);
     assert.match(r.stderr, /steps ran natively, \d+ on buildah/);
@@ -787,7 +761,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
   });
 
   it("seed 003: ARG ARCH={{arch}} picks the base per platform; the RUN goes to buildah, arm64 under announced emulation; buildah alone's tree", async () => {
-    const arm = "/var/cache/polyarch-test/busybox-arm64/bin/busybox";
+    const arm = ARM_BUSYBOX;
     await import("node:fs/promises")
       .then((f) => f.stat(arm))
       .catch(() => {
@@ -802,20 +776,10 @@ describe("Dockerfile builds, natively, against buildah", () => {
     await copyFile(arm, path.join(root, "bin", "busybox"));
     for (const c of ["sh", "echo", "uname"]) await symlink("busybox", path.join(root, "bin", c));
     await writeFile(path.join(work, "arm-rootfs", "Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n");
-    await buildah([
-      "bud",
-      "--isolation",
-      "chroot",
-      "--timestamp",
-      "0",
-      "--platform",
-      "linux/arm64",
-      "-f",
-      path.join(work, "arm-rootfs", "Dockerfile"),
-      "-t",
-      `oci:${path.join(bases, "arm64")}:latest`,
-      path.join(work, "arm-rootfs"),
-    ]);
+    await bud(path.join(work, "arm-rootfs", "Dockerfile"), path.join(work, "arm-rootfs"), {
+      out: path.join(bases, "arm64"),
+      platform: "linux/arm64",
+    });
     const ctx = path.join(work, "seed003");
     await mkdir(ctx, { recursive: true });
     await writeFile(
@@ -843,25 +807,13 @@ describe("Dockerfile builds, natively, against buildah", () => {
     ] as const) {
       // Differential: seed 003's own loop (one build per ARCH) with buildah alone.
       const theirs = path.join(work, `seed003-buildah-${arch}`);
-      await buildah([
-        "bud",
-        "--isolation",
-        "chroot",
-        "--timestamp",
-        "1700000000",
-        "--platform",
-        `linux/${arch}`,
-        "--build-arg",
-        `ARCH=${arch}`,
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        "-t",
-        `oci:${theirs}:latest`,
-        ctx,
-      ]);
-      const [a, b] = [await flatten(out, arch), await flatten(theirs, arch)];
-      assert.deepEqual(a.tree, b.tree, `seed 003 ${arch}: buildah's tree`);
-      assert.deepEqual(a.config, b.config, `seed 003 ${arch}: buildah's config`);
+      await bud(path.join(ctx, "Dockerfile"), ctx, {
+        out: theirs,
+        epoch: "1700000000",
+        platform: `linux/${arch}`,
+        extra: ["--build-arg", `ARCH=${arch}`],
+      });
+      await sameTreeAndConfig(out, theirs, arch, `seed 003 ${arch}`);
       const dir = await tempDir("s003");
       try {
         const rootfs = await unpack(out, arch, dir);

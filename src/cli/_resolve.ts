@@ -7,6 +7,18 @@ import type { Exec } from "../util/exec.js";
 export const MAX_EPOCH = 253402300799;
 
 /** SOURCE_DATE_EPOCH's value: digits only (no sign, no spaces), at most MAX_EPOCH. */
+/** --jobs: a positive whole number, by default the number of cores. */
+export function parseJobs(text: string | undefined): number {
+  const jobs = text === undefined ? os.availableParallelism() : Number(text);
+  if (!Number.isInteger(jobs) || jobs < 1)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: `--jobs "${text}" is not a positive whole number`,
+      hint: "Use --jobs 2, for example.",
+    });
+  return jobs;
+}
+
 export function parseSourceDateEpoch(v: string): number {
   if (!/^[0-9]{1,12}$/.test(v) || Number(v) > MAX_EPOCH) {
     const shown = JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);

@@ -1,4 +1,3 @@
-import os from "node:os";
 import path from "node:path";
 import type { BuildEvent } from "../builder/index.js";
 import { PolyarchError } from "../errors.js";
@@ -16,7 +15,7 @@ import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
 import { cacheRepository, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
+import { parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 import { platformTag } from "../tags/index.js";
 import { parseLocation, parseOutput } from "../orchestrate/location.js";
@@ -110,14 +109,7 @@ export async function runBuild(
       hint: "Use one of them.",
     });
   }
-  const jobs = flags.jobs === undefined ? os.availableParallelism() : Number(flags.jobs);
-  if (!Number.isInteger(jobs) || jobs < 1) {
-    throw new PolyarchError({
-      code: "E_INPUT",
-      message: `--jobs "${flags.jobs}" is not a positive whole number`,
-      hint: "Use --jobs 2, for example.",
-    });
-  }
+  const jobs = parseJobs(flags.jobs);
   const epoch = await resolveSourceDateEpoch(io.env, dir, exec);
   // A dry run writes nothing, so where it would write is not checked.
   if (target && !flags.dryRun) {

@@ -7,7 +7,6 @@
  * reference is built and pushed, so a failure leaves no half-resolved output.
  */
 import { readFile } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import { registryDestination } from "../orchestrate/index.js";
@@ -15,7 +14,7 @@ import { hostPlatform, type Platform, parsePlatformList } from "../platform/inde
 import { formatReference, parseReference, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import type { CliIO } from "./_io.js";
-import { resolveSourceDateEpoch } from "./_resolve.js";
+import { parseJobs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 
 export interface ResolveFlags {
@@ -59,13 +58,7 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
   const tags = [...new Set((flags.tag?.length ? flags.tag : ["latest"]).flatMap((t) => t.split(",")))].map(
     (t) => validateTag(t.trim()),
   );
-  const jobs = flags.jobs === undefined ? os.availableParallelism() : Number(flags.jobs);
-  if (!Number.isInteger(jobs) || jobs < 1)
-    throw new PolyarchError({
-      code: "E_INPUT",
-      message: `--jobs "${flags.jobs}" is not a positive whole number`,
-      hint: "Use --jobs 2, for example.",
-    });
+  const jobs = parseJobs(flags.jobs);
   const texts: { name: string; text: string }[] = [];
   for (const f of files) {
     try {

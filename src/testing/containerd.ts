@@ -4,8 +4,7 @@
  */
 import { mkdtemp, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { exec } from "../util/exec.js";
-import { superviseDaemon } from "./daemon.js";
+import { cliRunner, superviseDaemon } from "./daemon.js";
 
 export interface RunningContainerd {
   address: string;
@@ -23,11 +22,7 @@ export async function startContainerd(): Promise<RunningContainerd> {
     path.join(dir, "config.toml"),
     'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n',
   );
-  const ctr = async (args: string[]) => {
-    const r = await exec("ctr", ["--address", address, ...args]);
-    if (r.code !== 0) throw new Error(`ctr ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-    return r.stdout;
-  };
+  const ctr = cliRunner("ctr", ["--address", address]);
   const daemon = await superviseDaemon(
     "containerd",
     "containerd",
@@ -42,7 +37,7 @@ export async function startContainerd(): Promise<RunningContainerd> {
       address,
     ],
     dir,
-    async () => (await exec("ctr", ["--address", address, "version"])).code === 0,
+    async () => await ctr(["version"]).then(() => true),
   );
   return { address, ctr, log: daemon.log, stop: daemon.stop };
 }

@@ -12,6 +12,19 @@ export interface Daemon {
   stop: () => Promise<void>;
 }
 
+/** A daemon's CLI: runs it with `args` after `base`, throws with its output on a non-zero exit. */
+export function cliRunner(
+  bin: string,
+  base: string[],
+  env?: Record<string, string | undefined>,
+): (args: string[]) => Promise<string> {
+  return async (args) => {
+    const r = await exec(bin, [...base, ...args], env ? { env } : {});
+    if (r.code !== 0) throw new Error(`${bin} ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+    return r.stdout;
+  };
+}
+
 export async function superviseDaemon(
   name: string,
   bin: string,

@@ -6,7 +6,7 @@
 import { mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import { exec } from "../util/exec.js";
-import { superviseDaemon } from "./daemon.js";
+import { cliRunner, superviseDaemon } from "./daemon.js";
 
 export interface RunningDocker {
   /** DOCKER_HOST for the engine, unix:///… */
@@ -28,11 +28,7 @@ export async function startDocker(): Promise<RunningDocker> {
   const sock = path.join(dir, "docker.sock");
   const host = `unix://${sock}`;
   const env = { ...process.env, DOCKER_HOST: host };
-  const docker = async (args: string[]) => {
-    const r = await exec(CLI, args, { env });
-    if (r.code !== 0) throw new Error(`docker ${args.join(" ")} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-    return r.stdout;
-  };
+  const docker = cliRunner(CLI, [], env);
   const daemon = await superviseDaemon(
     "dockerd",
     DOCKERD,

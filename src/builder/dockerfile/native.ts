@@ -100,13 +100,7 @@ export class StageState {
   /** The tree, built from the base's layers on first use. */
   async tree(): Promise<Tree> {
     if (!this.#tree) {
-      const layers = this.base?.layers ?? [];
-      if (layers.length && this.#spool.trees) this.#tree = await this.#spool.trees.tree(layers);
-      else {
-        const t = new Tree();
-        for (const l of layers) await t.applyLayer(l, this.#spool.dir, this.#spool.seq);
-        this.#tree = t;
-      }
+      this.#tree = await this.#spool.trees.tree(this.base?.layers ?? []);
     }
     return this.#tree;
   }

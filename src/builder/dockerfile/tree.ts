@@ -167,11 +167,6 @@ export class Tree {
     return id !== undefined && /^[0-9]+$/.test(id) ? Number(id) : undefined;
   }
 
-  /** Applies one base layer's tar (gzip or plain) with its whiteouts; contents go under `spool`. */
-  async applyLayer(layer: BaseLayer, spool: string, seq: { n: number }): Promise<void> {
-    this.applyRecords(await readLayer(layer, spool, seq), { whiteouts: true });
-  }
-
   /**
    * Applies a tar stream (gzip when `gz`) to the tree as ADD extracts an archive, under
    * `prefix`, with `own` replacing the owners. Returns the keys it wrote.
@@ -322,17 +317,18 @@ function fsError(message: string): PolyarchError {
 export interface Spool {
   dir: string;
   seq: { n: number };
-  trees?: TreeStore;
+  /** Base images' trees (their unpacked layers, kept in the build cache). */
+  trees: TreeStore;
 }
 
 /** A scratch directory for spooled contents, removed with `close`. */
-export async function spoolDir(trees?: TreeStore): Promise<Spool & { close: () => Promise<void> }> {
+export async function spoolDir(trees: TreeStore): Promise<Spool & { close: () => Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "polyarch-df-"));
   await mkdir(dir, { recursive: true });
   return {
     dir,
     seq: { n: 0 },
-    ...(trees ? { trees } : {}),
+    trees,
     close: () => rm(dir, { recursive: true, force: true }),
   };
 }
