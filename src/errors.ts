@@ -17,6 +17,7 @@ export type ErrorCode =
   | "E_GO"
   | "E_COMPILE"
   | "E_MODULE"
+  | "E_BASE"
   | "E_TOOLCHAIN"
   | "E_INPUT"
   | "E_NOT_FOUND"

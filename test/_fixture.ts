@@ -2,7 +2,7 @@
  * Shared fixtures for the end-to-end tests: the maintenance proxy built once per test run
  * for six platforms, in a throwaway git repository so SOURCE_DATE_EPOCH comes from a commit.
  */
-import { chmod, copyFile, cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, cp, link, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -112,4 +112,35 @@ export async function unameContext(ctx: string): Promise<string> {
     'FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/busybox /bin/busybox\nENTRYPOINT ["/bin/busybox", "uname", "-m"]\n',
   );
   return dockerfile;
+}
+
+/**
+ * The Debian minbases .ci/setup makes once per machine with mmdebstrap (apt, dpkg, glibc, tcc,
+ * libc6-dev) as one linux/amd64 + linux/arm64 base in an OCI layout at `dir`; polyarch unpacks
+ * the tarballs itself (ADD of a local tar, natively).
+ */
+export async function minbaseLayout(dir: string, env: Record<string, string | undefined>): Promise<void> {
+  const ctx = `${dir}-ctx`;
+  await mkdir(ctx, { recursive: true });
+  try {
+    for (const arch of ["amd64", "arm64"]) {
+      const tarball = `/var/cache/polyarch-test/debian-minbase-${arch}.tar`;
+      await stat(tarball).catch(() => {
+        throw new Error(`${tarball} is missing: run bash .ci/setup, which makes it with mmdebstrap`);
+      });
+      const into = path.join(ctx, `minbase-${arch}.tar`);
+      await link(tarball, into).catch(() => copyFile(tarball, into));
+    }
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      "FROM scratch\nARG TARGETARCH\nADD minbase-${TARGETARCH}.tar /\n",
+    );
+    const r = await polyarch(
+      ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "-o", `oci:${dir}`],
+      { env },
+    );
+    if (r.code !== 0) throw new Error(`building the minbase layout failed:\n${r.stderr}`);
+  } finally {
+    await cleanup(ctx);
+  }
 }

@@ -1,6 +1,6 @@
 /** Building on a base image from a registry (or a layout): per-platform bases, mounts, errors. */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { assembleImage, assembleIndex, isoTime } from "../src/image/assemble.js";
@@ -202,5 +202,39 @@ describe("--base", () => {
       assert.equal(b.code, 1, b.stderr);
       assert.match(b.stderr, re);
     }
+  });
+
+  it("platforms: all in polyarch.yaml builds every platform of the image's base in polyarch run; without a base it is refused", async () => {
+    const dir = await gitExample("maintenance-proxy", path.join(work, "yaml-all"));
+    const yaml = (extra: string) =>
+      writeFile(
+        path.join(dir, "polyarch.yaml"),
+        `images:\n  - name: proxy\n${extra}platforms: all\nlint: "true"\ntest: "true"\n`,
+      );
+    await yaml(`    base: ${reg.host}/base/static:1\n`);
+    const plan = await polyarch(["run", "--dry-run", "--json"], { cwd: dir, env: env() });
+    assert.equal(plan.code, 0, plan.stderr);
+    assert.deepEqual(
+      (JSON.parse(plan.stdout) as { images: { platforms: string[] }[] }).images[0]!.platforms,
+      ["linux/amd64", "linux/arm64"],
+    );
+    const r = await polyarch(["run", "--stages", "build,publish"], { cwd: dir, env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    const ref = /(oci:\S+)@sha256:/.exec(r.stdout)?.[1];
+    assert.ok(ref?.startsWith(`oci:${path.join(dir, "out", "oci", "proxy")}:`), r.stdout);
+    const index = JSON.parse(await mustRun("skopeo", ["inspect", "--raw", ref!])) as {
+      manifests: { platform: { architecture: string } }[];
+    };
+    assert.deepEqual(
+      index.manifests.map((m) => m.platform.architecture),
+      ["amd64", "arm64"],
+    );
+    await yaml("");
+    const bad = await polyarch(["run", "--dry-run"], { cwd: dir, env: env() });
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(
+      bad.stderr,
+      /platforms all \(from polyarch\.yaml\) builds every platform of an image's base, and image proxy has no base/,
+    );
   });
 });

@@ -12,7 +12,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
 import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
-import { ARM_BUSYBOX, cleanup, gitRepo, helloPerArch, polyarch, tempDir } from "./_fixture.js";
+import { ARM_BUSYBOX, cleanup, gitRepo, helloPerArch, minbaseLayout, polyarch, tempDir } from "./_fixture.js";
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
@@ -414,32 +414,9 @@ describe("Dockerfile builds, natively, against buildah", () => {
   });
 
   it("seed 004's multi-stage build: the build stage installs a package and compiles a tool on buildah (arm64 emulated), the final stage is native, buildah's tree (amd64), both run", async () => {
-    // A Debian minbase per architecture (made once per machine by .ci/setup with mmdebstrap:
-    // apt, dpkg, tcc, libc6-dev) as one two-platform base.
+    // A Debian minbase per architecture (made once per machine by .ci/setup) as one base.
     const minbase = path.join(work, "minbase");
-    const mbCtx = path.join(work, "minbase-ctx");
-    await mkdir(mbCtx, { recursive: true });
-    for (const arch of ["amd64", "arm64"]) {
-      const tarball = `/var/cache/polyarch-test/debian-minbase-${arch}.tar`;
-      await import("node:fs/promises").then((f) =>
-        f.stat(tarball).catch(() => {
-          throw new Error(`${tarball} is missing: run bash .ci/setup, which makes it with mmdebstrap`);
-        }),
-      );
-      await import("node:fs/promises").then((f) =>
-        f
-          .link(tarball, path.join(mbCtx, `minbase-${arch}.tar`))
-          .catch(() => f.copyFile(tarball, path.join(mbCtx, `minbase-${arch}.tar`))),
-      );
-    }
-    // polyarch unpacks the tarballs into a two-platform base itself (ADD of a local tar, natively).
-    await writeFile(
-      path.join(mbCtx, "Dockerfile"),
-      "FROM scratch\nARG TARGETARCH\nADD minbase-${TARGETARCH}.tar /\n",
-    );
-    const mb = await dfBuild(mbCtx, ["-p", "linux/amd64,linux/arm64", "-o", `oci:${minbase}`]);
-    assert.equal(mb.code, 0, mb.stderr);
-    await cleanup(mbCtx);
+    await minbaseLayout(minbase, env());
 
     // The context: hello per architecture (ADD bin/hello), a package to install, a C tool.
     const ctx = path.join(work, "seed004ms");

@@ -6,9 +6,16 @@ import { run } from "../src/testing/tools.js";
 import { ROOT } from "./_fixture.js";
 
 describe("examples (go vet, go test)", () => {
-  // notes' modules come from the module cache .ci/setup filled: nothing is fetched here.
-  const env = { ...process.env, GOPROXY: "off", GOFLAGS: "-mod=mod" };
-  for (const ex of ["maintenance-proxy", "hello", "notes"]) {
+  // notes' and sqlite's modules come from the module cache .ci/setup filled: nothing is
+  // fetched here. sqlite is cgo (its C compiled at -O0: the tests are about behaviour).
+  const env = {
+    ...process.env,
+    GOPROXY: "off",
+    GOFLAGS: "-mod=mod",
+    CGO_ENABLED: "1",
+    CGO_CFLAGS: "-O0 -g0",
+  };
+  for (const ex of ["maintenance-proxy", "hello", "notes", "sqlite"]) {
     it(ex, async () => {
       const cwd = path.join(ROOT, "examples", ex);
       const vet = await run("go", ["vet", "./..."], { cwd, env });

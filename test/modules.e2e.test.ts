@@ -6,12 +6,20 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
-import { eventually, httpGet, runUnpacked, unpackPlatform } from "../src/testing/tools.js";
+import { startPrivateProxy } from "../src/testing/goproxy.js";
+import {
+  eventually,
+  httpGet,
+  mustRun,
+  runInChroot,
+  runUnpacked,
+  unpackPlatform,
+} from "../src/testing/tools.js";
 import { cleanup, gitExample, polyarch, ROOT, SIX, tempDir } from "./_fixture.js";
 
 let work: string;
@@ -214,6 +222,97 @@ describe("Go modules", () => {
       assert.ok(!existsSync(out), "nothing written");
     } finally {
       proxy.close();
+    }
+  });
+
+  it("a private module behind a proxy that wants credentials: .netrc gives them to go, the image runs; a wrong password is one sentence without it", async () => {
+    const password = "pr1vate-pa55";
+    await mkdir(path.join(work, "private"), { recursive: true });
+    const proxy = await startPrivateProxy(
+      path.join(work, "private"),
+      [
+        {
+          path: "private.example/acme/greet",
+          version: "v1.0.0",
+          files: {
+            "go.mod": "module private.example/acme/greet\n\ngo 1.22\n",
+            "greet.go":
+              'package greet\n\n// Hello is the greeting only this company has.\nfunc Hello() string { return "hello from a private module" }\n',
+          },
+        },
+      ],
+      { user: "ci", password },
+    );
+    try {
+      const dir = path.join(work, "private", "app");
+      // The go command sends .netrc credentials over HTTPS only, to the machine host:port.
+      await mkdir(dir, { recursive: true });
+      await writeFile(
+        path.join(dir, "go.mod"),
+        "module example.com/app\n\ngo 1.22\n\nrequire private.example/acme/greet v1.0.0\n",
+      );
+      await writeFile(
+        path.join(dir, "main.go"),
+        'package main\n\nimport (\n\t"fmt"\n\n\t"private.example/acme/greet"\n)\n\nfunc main() { fmt.Println(greet.Hello()) }\n',
+      );
+      const netrc = async (name: string, pw: string) => {
+        const f = path.join(work, "private", name);
+        await writeFile(f, `machine ${proxy.host} login ci password ${pw}\n`, { mode: 0o600 });
+        return f;
+      };
+      const modcache = path.join(work, "private", "modcache");
+      const env = (netrcFile: string) => ({
+        GOPROXY: proxy.url,
+        GONOSUMDB: "private.example",
+        GOFLAGS: "-mod=mod -modcacherw",
+        GOMODCACHE: modcache,
+        NETRC: netrcFile,
+        SSL_CERT_FILE: proxy.caFile,
+        POLYARCH_CACHE_DIR: path.join(work, "private", "cache"),
+        SOURCE_DATE_EPOCH: "0",
+      });
+      const good = await netrc("netrc", password);
+      // go.sum as the developer has it, through the same proxy; then an empty module cache.
+      await mustRun("go", ["mod", "tidy"], { cwd: dir, env: { ...process.env, ...env(good) } });
+      await rm(modcache, { recursive: true, force: true });
+      const out = path.join(work, "private", "out");
+      const r = await polyarch(["build", dir, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`], {
+        env: env(good),
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(
+        proxy.requests.some((q) => q.authorized && q.url.endsWith("/v1.0.0.zip")),
+        "the module zip came from the proxy, with the .netrc credentials",
+      );
+      const unpacked = await tempDir("private-run");
+      try {
+        const {
+          rootfs,
+          args,
+          env: imageEnv,
+        } = await unpackPlatform(`oci:${out}:latest`, parsePlatform("linux/arm64"), unpacked);
+        const ran = await runInChroot(rootfs, parsePlatform("linux/arm64"), args, imageEnv);
+        assert.equal(ran.output.trim(), "hello from a private module");
+      } finally {
+        await cleanup(unpacked);
+      }
+      // The wrong password: the module and the proxy named, the password nowhere.
+      await rm(modcache, { recursive: true, force: true });
+      const bad = await polyarch(["build", dir, "-p", "linux/amd64", "-o", `oci:${out}-bad`], {
+        env: {
+          ...env(await netrc("netrc-bad", `${password}-old`)),
+          POLYARCH_CACHE_DIR: path.join(work, "private", "cache2"),
+        },
+      });
+      assert.equal(bad.code, 1, bad.stderr);
+      assert.match(
+        bad.stderr,
+        /cannot download the Go module private\.example\/acme\/greet@v1\.0\.0 \(GOPROXY=https:\/\/127\.0\.0\.1:\d+\): .*(401|[Uu]nauthorized)/,
+      );
+      assert.doesNotMatch(bad.stderr + bad.stdout, new RegExp(password));
+      assert.ok(!existsSync(`${out}-bad`), "nothing written");
+    } finally {
+      await proxy.close();
     }
   });
 });

@@ -17,6 +17,7 @@ import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
 import { parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
+import { cgoOptions } from "../builder/go/cgo.js";
 import { platformTag } from "../tags/index.js";
 import { parseLocation, parseOutput } from "../orchestrate/location.js";
 
@@ -28,6 +29,8 @@ export interface BuildFlags {
   output?: string;
   ldflags?: string;
   buildTags?: string;
+  cgo?: boolean | string;
+  cc?: string[];
   user?: string;
   nonroot?: boolean;
   env?: string[];
@@ -110,6 +113,18 @@ export async function runBuild(
     });
   }
   const jobs = parseJobs(flags.jobs);
+  if (flags.file && (flags.cgo !== undefined || flags.cc?.length))
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: "--cgo and --cc are for Go builds; a Dockerfile build (-f) compiles in its own stages",
+      hint: "Leave them out, or build the Go package without -f.",
+    });
+  const cgo = flags.file
+    ? undefined
+    : cgoOptions({ cgo: flags.cgo, cc: flags.cc ? parsePairs(flags.cc, "cc") : undefined }, io.env, {
+        cgo: "--cgo",
+        cc: "--cc",
+      });
   const epoch = await resolveSourceDateEpoch(io.env, dir, exec);
   // A dry run writes nothing, so where it would write is not checked.
   if (target && !flags.dryRun) {
@@ -200,6 +215,7 @@ export async function runBuild(
             ...(flags.main?.length ? { extraMains: flags.main } : {}),
             ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
             ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
+            ...(cgo ? { cgo } : {}),
           },
       platforms,
       sourceDateEpoch: epoch.value,

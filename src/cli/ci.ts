@@ -3,7 +3,7 @@ import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import { githubWorkflow, gitlabCi } from "../pipeline/ci.js";
 import type { CliIO } from "./_io.js";
-import { loadResolved } from "./config.js";
+import { loadResolved, withBasePlatforms } from "./config.js";
 
 export interface CiFlags {
   split?: boolean;
@@ -20,7 +20,7 @@ export async function runCi(provider: string, flags: CiFlags, io: CliIO): Promis
       hint: "Use polyarch ci github or polyarch ci gitlab.",
     });
   }
-  const c = await loadResolved(io, flags.config ? { config: flags.config } : {});
+  const c = await withBasePlatforms(await loadResolved(io, flags.config ? { config: flags.config } : {}), io);
   const text = `# Written by polyarch ci ${provider}${flags.split ? " --split" : ""}; edit freely.\n${provider === "github" ? githubWorkflow(c, !!flags.split) : gitlabCi(c, !!flags.split)}`;
   if (flags.stdout) {
     io.stdout.write(text);

@@ -14,10 +14,43 @@ import { readGit } from "../git/index.js";
 import { expandTags } from "../tags/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, table } from "./_io.js";
+import { makeOrchestrator } from "./_world.js";
+import { formatPlatform, type Platform } from "../platform/index.js";
 
 export async function loadResolved(io: CliIO, flags: ConfigFlags): Promise<ResolvedConfig> {
   const file = await loadConfigFile(io.cwd, flags.config);
   return resolveConfig(io.cwd, file, flags, io.env);
+}
+
+/**
+ * `platforms: all` (ko's --platform=all): every platform of each such image's base, read now
+ * from its registry or layout; an `all` top-level list becomes the union of them.
+ */
+export async function withBasePlatforms(
+  c: ResolvedConfig,
+  io: CliIO,
+  opts: { insecure?: string[]; signal?: AbortSignal } = {},
+): Promise<ResolvedConfig> {
+  if (!c.images.some((im) => im.platforms.ofBase)) return c;
+  const orch = makeOrchestrator(io, opts.insecure ? { insecure: opts.insecure } : {});
+  try {
+    const images = await Promise.all(
+      c.images.map(async (im) =>
+        im.platforms.ofBase
+          ? { ...im, platforms: { ...im.platforms, value: await orch.basePlatforms(im.base!, opts.signal) } }
+          : im,
+      ),
+    );
+    const union = new Map<string, Platform>();
+    for (const im of images) for (const p of im.platforms.value) union.set(formatPlatform(p), p);
+    return {
+      ...c,
+      images,
+      platforms: c.platforms.ofBase ? { ...c.platforms, value: [...union.values()] } : c.platforms,
+    };
+  } finally {
+    await orch.close();
+  }
 }
 
 /** The branch CI checked out when HEAD is detached (GitHub Actions, GitLab CI). */

@@ -43,7 +43,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .description(
       [
         "Cross-compile the Go main package in DIR (default: .) once per platform with the host Go",
-        "toolchain (CGO_ENABLED=0, -trimpath), put each binary at /app/<name> on an empty (scratch)",
+        "toolchain (CGO_ENABLED=0 unless --cgo, -trimpath), put each binary at /app/<name> on an empty (scratch)",
         "base, add DIR/kodata/ as a static-files layer at /app/data, and write one image index",
         "over all platforms. SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp.",
       ].join("\n"),
@@ -61,6 +61,15 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     )
     .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-s -w -X main.version=1.2.3'")
     .option("--build-tags <tags>", "go build tags, comma separated")
+    .option(
+      "--cgo [link]",
+      "CGO_ENABLED=1 with a C cross compiler per platform (Debian's <triplet>-gcc); link static (the default on scratch) or dynamic (the default on a --base, which must carry the libc); also on when CGO_ENABLED=1 is exported",
+    )
+    .option(
+      "--cc <platform=compiler>",
+      "the C compiler for one platform's cgo build, e.g. linux/arm64=aarch64-linux-gnu-gcc (repeatable; also CC_linux_arm64)",
+      collect,
+    )
     .option("--user <user>", "user the entrypoint runs as, e.g. 65532:65532")
     .option("--nonroot", "run as the unprivileged user 65532:65532")
     .option("-e, --env <KEY=VALUE>", "environment variable in the image (repeatable)", collect)

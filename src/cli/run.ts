@@ -20,7 +20,7 @@ import { resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 import { DockerfileBuilder } from "../builder/dockerfile/index.js";
 import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
-import { ciBranch, loadResolved } from "./config.js";
+import { ciBranch, loadResolved, withBasePlatforms } from "./config.js";
 import { checkImages } from "../config/index.js";
 
 export interface RunFlags {
@@ -56,8 +56,12 @@ function stagesFrom(flags: RunFlags): Stage[] {
 export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): Promise<number> {
   const started = Date.now();
   // 1. Resolve everything before any stage: config, git, time, tags, the plan.
-  const c = await loadResolved(io, flags);
-  await checkImages(c);
+  const resolved = await loadResolved(io, flags);
+  await checkImages(resolved);
+  const c = await withBasePlatforms(resolved, io, {
+    ...(flags.insecure ? { insecure: flags.insecure } : {}),
+    ...(signal ? { signal } : {}),
+  });
   const hint = ciBranch(io.env);
   const git = await readGit(io.cwd, { env: io.env, ...(hint ? { branchHint: hint } : {}) });
   // The same rule as build: SOURCE_DATE_EPOCH, else the last commit's time.

@@ -11,6 +11,7 @@ import { formatPlatform, parsePlatformList, type Platform } from "../platform/in
 import { cacheRepository, parseReference, type Reference } from "../ref/index.js";
 import { DEFAULT_RULES, type TagRule } from "../tags/index.js";
 import { type ImageConfigFile, parsePolyarchFile, type PolyarchFile } from "./schema.js";
+import { type CgoOptions, cgoOptions } from "../builder/go/cgo.js";
 
 export { parsePolyarchFile, type PolyarchFile, type ImageConfigFile } from "./schema.js";
 
@@ -24,6 +25,16 @@ export interface Resolved<T> {
   from: Source;
 }
 
+/** Platforms; `ofBase`: "all", every platform of the image's base, read when the run starts. */
+export interface ResolvedPlatforms extends Resolved<Platform[]> {
+  ofBase?: boolean;
+}
+
+/** True for a platform list that is the one word "all". */
+export function isAllPlatforms(list: readonly string[] | undefined): boolean {
+  return list?.length === 1 && list[0]!.trim().toLowerCase() === "all";
+}
+
 export interface ResolvedImage {
   name: string;
   /** Absolute directory go runs in. */
@@ -31,12 +42,14 @@ export interface ResolvedImage {
   main: string;
   extraMains: string[];
   base: string | undefined;
-  platforms: Resolved<Platform[]>;
+  platforms: ResolvedPlatforms;
   user: string | undefined;
   ports: string[];
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags: string | undefined;
+  /** cgo settings (cgo:, cc:, else CGO_ENABLED=1 in the environment); undefined: pure Go. */
+  cgo: CgoOptions | undefined;
   entrypoint: string[] | undefined;
   /** For a Dockerfile image: the Dockerfile and context (absolute), target and build args. */
   dockerfile:
@@ -58,7 +71,7 @@ export interface ResolvedConfig {
   environment: Resolved<string | undefined>;
   registry: Resolved<string | undefined>;
   repository: Resolved<string | undefined>;
-  platforms: Resolved<Platform[]>;
+  platforms: ResolvedPlatforms;
   tags: Resolved<TagRule[]>;
   platformTags: "arch" | "os-arch" | undefined;
   test: Resolved<string>;
@@ -147,20 +160,33 @@ export function resolveConfig(
     [env["PLATFORMS"] ? [env["PLATFORMS"]] : undefined, "env PLATFORMS"],
     [file.platforms, "polyarch.yaml"],
   );
-  const platforms: Resolved<Platform[]> = {
-    value: parsePlatformList(rawPlatforms.value ?? DEFAULT_PLATFORMS),
-    from: rawPlatforms.from,
-  };
+  const platforms: ResolvedPlatforms = isAllPlatforms(rawPlatforms.value)
+    ? { value: [], from: rawPlatforms.from, ofBase: true }
+    : { value: parsePlatformList(rawPlatforms.value ?? DEFAULT_PLATFORMS), from: rawPlatforms.from };
   const tags: Resolved<TagRule[]> = file.tags
     ? { value: file.tags, from: "polyarch.yaml" }
     : { value: DEFAULT_RULES, from: "default" };
   const test = pick<string>([env["POLYARCH_TEST"], "env POLYARCH_TEST"], [file.test, "polyarch.yaml"]);
   const lint = pick<string>([env["POLYARCH_LINT"], "env POLYARCH_LINT"], [file.lint, "polyarch.yaml"]);
   const images = file.images.map((im: ImageConfigFile): ResolvedImage => {
-    const imagePlatforms: Resolved<Platform[]> =
+    const imagePlatforms: ResolvedPlatforms =
       im.platforms && platforms.from !== "flag" && platforms.from !== "env PLATFORMS"
-        ? { value: parsePlatformList(im.platforms), from: "polyarch.yaml" }
+        ? isAllPlatforms(im.platforms)
+          ? { value: [], from: "polyarch.yaml", ofBase: true }
+          : { value: parsePlatformList(im.platforms), from: "polyarch.yaml" }
         : platforms;
+    if (imagePlatforms.ofBase && (im.builder === "dockerfile" || !im.base))
+      throw new PolyarchError({
+        code: "E_CONFIG",
+        message:
+          im.builder === "dockerfile"
+            ? `platforms all (from ${imagePlatforms.from}) is for Go images on a base; the Dockerfile image ${im.name} names its platforms`
+            : `platforms all (from ${imagePlatforms.from}) builds every platform of an image's base, and image ${im.name} has no base`,
+        hint:
+          im.builder === "dockerfile"
+            ? `List the platforms for ${im.name} (platforms: [linux/amd64, linux/arm64]).`
+            : `Give ${im.name} a base: (base: <registry reference or oci:dir>), or list its platforms.`,
+      });
     let reference: Reference | undefined;
     if (registry.value) {
       const repo = [repository.value, im.name].filter(Boolean).join("/");
@@ -178,6 +204,13 @@ export function resolveConfig(
       env: im.env,
       labels: im.labels,
       ldflags: im.ldflags,
+      cgo:
+        im.builder === "go"
+          ? cgoOptions({ cgo: im.cgo, cc: im.cc }, env, {
+              cgo: `${CONFIG_FILE} images.${im.name}.cgo`,
+              cc: `${CONFIG_FILE} images.${im.name}.cc`,
+            })
+          : undefined,
       entrypoint: im.entrypoint,
       dockerfile:
         im.builder === "dockerfile"
@@ -216,7 +249,9 @@ export function describeConfig(c: ResolvedConfig): string[][] {
   show("environment", c.environment, c.environment.value ?? "");
   show("registry", c.registry, c.registry.value ?? "");
   show("repository", c.repository, c.repository.value ?? "");
-  show("platforms", c.platforms, c.platforms.value.map(formatPlatform).join(","));
+  const shown = (p: ResolvedPlatforms) =>
+    p.ofBase && !p.value.length ? "all (every platform of the base)" : p.value.map(formatPlatform).join(",");
+  show("platforms", c.platforms, shown(c.platforms));
   show(
     "tags",
     c.tags,
@@ -233,11 +268,7 @@ export function describeConfig(c: ResolvedConfig): string[][] {
       c.registry.from,
     ]);
     rows.push([`  ${im.name}.dir`, path.relative(c.root, im.dir) || ".", "polyarch.yaml"]);
-    rows.push([
-      `  ${im.name}.platforms`,
-      im.platforms.value.map(formatPlatform).join(","),
-      im.platforms.from,
-    ]);
+    rows.push([`  ${im.name}.platforms`, shown(im.platforms), im.platforms.from]);
     if (im.base) rows.push([`  ${im.name}.base`, im.base, "polyarch.yaml"]);
   }
   return rows;

@@ -28,6 +28,10 @@ export interface ImageConfigFile {
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags?: string;
+  /** cgo: true (static on scratch, dynamic on a base), static or dynamic; false turns it off. */
+  cgo?: boolean | "static" | "dynamic";
+  /** C compiler by platform for cgo builds ("linux/arm64": aarch64-linux-gnu-gcc). */
+  cc?: Record<string, string>;
   /** Replaces the default entrypoint ([/app/<binary>]), e.g. [/app/api, --serve]. */
   entrypoint?: string[];
 }
@@ -199,6 +203,8 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "env",
     "labels",
     "ldflags",
+    "cgo",
+    "cc",
     "dockerfile",
     "context",
     "target",
@@ -246,6 +252,13 @@ function image(v: unknown, p: Path): ImageConfigFile {
   if (user) out.user = user;
   const ldflags = optStr(o["ldflags"], [...p, "ldflags"]);
   if (ldflags) out.ldflags = ldflags;
+  const cgo = o["cgo"];
+  if (cgo !== undefined && cgo !== null) {
+    if (cgo !== true && cgo !== false && cgo !== "static" && cgo !== "dynamic")
+      throw new Located([...p, "cgo"], `expected true, false, static or dynamic, not ${JSON.stringify(cgo)}`);
+    out.cgo = cgo;
+  }
+  if (o["cc"] !== undefined && o["cc"] !== null) out.cc = strMap(o["cc"], [...p, "cc"]);
   if (builder === "dockerfile") {
     out.dockerfile = optStr(o["dockerfile"], [...p, "dockerfile"]) ?? "Dockerfile";
     const context = optStr(o["context"], [...p, "context"]);
@@ -254,7 +267,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     if (target) out.target = target;
     const cache = optStr(o["cache"], [...p, "cache"]);
     if (cache) out.cache = cache;
-    for (const k of ["main", "ldflags", "entrypoint", "user", "env", "ports"] as const)
+    for (const k of ["main", "ldflags", "cgo", "cc", "entrypoint", "user", "env", "ports"] as const)
       if (o[k] !== undefined)
         throw new Located([...p, k], `${k} is for Go images; a Dockerfile image sets it in the Dockerfile`);
   } else {

@@ -10,6 +10,7 @@
  *    output never claims what a push then failed to store — tags last, then per-platform tags.
  */
 import { GoBuilder } from "../builder/go/index.js";
+import type { CgoOptions } from "../builder/go/cgo.js";
 import type { BuildEvent, Builder, ImageSettings } from "../builder/index.js";
 import type { Digest } from "../digest/index.js";
 import { addContext, PolyarchError } from "../errors.js";
@@ -51,6 +52,8 @@ export interface GoSource {
   extraMains?: string[];
   ldflags?: string;
   buildTags?: string[];
+  /** CGO_ENABLED=1 with a C compiler per platform; absent: pure Go. */
+  cgo?: CgoOptions;
 }
 
 /** A Dockerfile and its build context. */
@@ -280,6 +283,7 @@ export class Orchestrator {
           layerCache: this.#layers,
           ...(req.source.ldflags ? { ldflags: req.source.ldflags } : {}),
           ...(req.source.buildTags?.length ? { buildTags: req.source.buildTags } : {}),
+          ...(req.source.cgo ? { cgo: req.source.cgo } : {}),
           image: req.image,
           ...(base ? { base: base.images } : {}),
           ...(t.exec ? { exec: t.exec } : {}),

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
 import type { BuildEvent } from "../builder/index.js";
+import type { CgoOptions } from "../builder/go/cgo.js";
 import type { ResolvedConfig } from "../config/index.js";
 import { PolyarchError } from "../errors.js";
 import type { GitInfo } from "../git/index.js";
@@ -38,6 +39,7 @@ export interface PlannedImage {
   tags: string[];
   platformTags: { platform: Platform; tag: string }[];
   ldflags: string | undefined;
+  cgo: CgoOptions | undefined;
   annotations: Record<string, string>;
   env: string[];
   ports: string[];
@@ -135,6 +137,7 @@ export function planRun(
           )
         : [],
       ldflags: im.ldflags ? expandTemplate(im.ldflags, vars) : undefined,
+      cgo: im.cgo,
       annotations: { ...annotations, [Annotation.TITLE]: im.name },
       env: Object.entries(im.env).map(([k, v]) => `${k}=${v}`),
       ports: im.ports,
@@ -252,6 +255,7 @@ export function buildRequestFor(im: PlannedImage, sourceDateEpoch: number): Buil
           main: im.main,
           ...(im.extraMains.length ? { extraMains: im.extraMains } : {}),
           ...(im.ldflags ? { ldflags: im.ldflags } : {}),
+          ...(im.cgo ? { cgo: im.cgo } : {}),
         },
     platforms: im.platforms,
     sourceDateEpoch,
@@ -280,7 +284,8 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
       const r = await runShell(
         command,
         im.dir,
-        deps.stageEnv,
+        // A cgo image's tests link its C code on this machine (its own compiler, natively).
+        im.cgo ? { ...deps.stageEnv, CGO_ENABLED: "1" } : deps.stageEnv,
         (s) => deps.onOutput?.(im.name, stage, s),
         deps.signal,
       );

@@ -112,6 +112,21 @@ export async function startInChroot(
   return { child, output: () => out };
 }
 
+/** Runs an unpacked program to its end under chroot (qemu-user when needed): its exit code and output. */
+export async function runInChroot(
+  rootfs: string,
+  p: Platform,
+  args: string[],
+  env: string[] = [],
+): Promise<{ code: number | null; output: string }> {
+  const { child, output } = await startInChroot(rootfs, p, args, env);
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", resolve);
+  });
+  return { code, output: output() };
+}
+
 export async function httpGet(url: string): Promise<{ status: number; body: string; headers: Headers }> {
   const r = await fetch(url, { signal: AbortSignal.timeout(5000) });
   return { status: r.status, body: await r.text(), headers: r.headers };

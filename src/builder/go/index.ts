@@ -20,11 +20,14 @@ import { LayerCache } from "../../layer/cache.js";
 import { entriesFromDirectory, type LayerEntry, type TarOptions } from "../../layer/index.js";
 import { LayerPool } from "../../layer/pool.js";
 import { Annotation } from "../../manifest/index.js";
-import { formatPlatform, type Platform, toGoEnv } from "../../platform/index.js";
+import { formatPlatform, hostPlatform, type Platform, toGoEnv } from "../../platform/index.js";
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
 import type { BuildEvent, Builder, BuildResult, ImageSettings } from "../index.js";
 import { Semaphore } from "../../util/limit.js";
 import { downloadModules } from "./modules.js";
+import { type CgoOptions, type Compiler, linkFlags, missingFromBase, resolveCompilers } from "./cgo.js";
+import { elfLinkage } from "../../util/elf.js";
+import { Tree, TreeStore } from "../dockerfile/tree.js";
 
 /** Where the binary goes in the image; static files go to `${APP_DIR}/data`. */
 export const APP_DIR = "/app";
@@ -50,6 +53,8 @@ export interface GoBuildOptions {
   jobs: number;
   ldflags?: string;
   buildTags?: string[];
+  /** CGO_ENABLED=1 with a C compiler per platform; absent: CGO_ENABLED=0 (static, pure Go). */
+  cgo?: CgoOptions;
   image: ImageSettings;
 
   /** Shared compile slots when several builds run at once (defaults to `jobs` slots of its own). */
@@ -87,10 +92,24 @@ export class GoBuilder implements Builder {
   readonly #o: GoBuildOptions;
   readonly #exec: Exec;
   readonly #cache: LayerCache;
+  /** The C compiler per platform (formatPlatform key) of a cgo build. */
+  #compilers = new Map<string, Compiler>();
   constructor(opts: GoBuildOptions) {
     this.#o = opts;
     this.#exec = opts.exec ?? defaultExec;
     this.#cache = opts.layerCache ?? new LayerCache(opts.cacheDir);
+  }
+
+  /** CGO_ENABLED, and CC/CXX for a cgo build, for one platform. */
+  #cgoEnv(p: Platform): Record<string, string> {
+    if (!this.#o.cgo) return { CGO_ENABLED: "0" };
+    const c = this.#compilers.get(formatPlatform(p));
+    return { CGO_ENABLED: "1", ...(c ? { CC: c.cc } : {}), ...(c?.cxx ? { CXX: c.cxx } : {}) };
+  }
+
+  /** Static on scratch, dynamic on a base, unless the user said which. */
+  get #link(): "static" | "dynamic" {
+    return this.#o.cgo?.link ?? (this.#o.base ? "dynamic" : "static");
   }
 
   #env(extra: Record<string, string>): Record<string, string | undefined> {
@@ -143,7 +162,7 @@ export class GoBuilder implements Builder {
     const r = await this.#go(
       // -find: name and path only, without resolving imports (those errors come from the compile).
       ["list", "-find", "-json=Name,ImportPath,Dir,Error", "--", main],
-      { ...toGoEnv(first), CGO_ENABLED: "0" },
+      { ...toGoEnv(first), ...this.#cgoEnv(first) },
       signal,
     );
     if (r.code !== 0) {
@@ -213,6 +232,11 @@ export class GoBuilder implements Builder {
     const onAbort = () => stop.abort(opts.signal?.reason);
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     const signal = stop.signal;
+    // 0. A cgo build needs a C compiler for every platform: all missing ones are named before any work.
+    if (o.cgo) {
+      const host = hostPlatform();
+      this.#compilers = resolveCompilers(o.platforms, o.cgo, o.env, { ...host, os: "linux" });
+    }
     // 1. Refuse targets the toolchain lacks. Checked alongside the compiles, not before them
     // (it costs a process start): a failure stops every compile and explains them best.
     const checkP = this.#checkPlatforms(opts.signal);
@@ -308,11 +332,15 @@ export class GoBuilder implements Builder {
       emit({ type: "step-start", platform, step: "compile" });
       const t0 = performance.now();
       const args = ["build", "-trimpath", "-o", `${outDir}${path.sep}`];
-      if (o.ldflags) args.push(`-ldflags=${o.ldflags}`);
-      if (o.buildTags?.length) args.push(`-tags=${o.buildTags.join(",")}`);
+      // A static cgo binary: the external linker told so (the user's own -ldflags come after and win).
+      const link = o.cgo ? linkFlags(this.#link) : { ldflags: [], tags: [] };
+      const ldflags = [...link.ldflags, ...(o.ldflags ? [o.ldflags] : [])];
+      if (ldflags.length) args.push(`-ldflags=${ldflags.join(" ")}`);
+      const tags = [...(o.buildTags ?? []), ...link.tags.filter((t) => !o.buildTags?.includes(t))];
+      if (tags.length) args.push(`-tags=${tags.join(",")}`);
       // With -o <dir>/, go build writes each main package's binary into the directory.
       args.push("--", ...mains);
-      const r = await this.#go(args, { ...toGoEnv(platform), CGO_ENABLED: "0" }, signal);
+      const r = await this.#go(args, { ...toGoEnv(platform), ...this.#cgoEnv(platform) }, signal);
       if (r.code !== 0) {
         throw new PolyarchError({
           code: "E_COMPILE",
@@ -328,6 +356,20 @@ export class GoBuilder implements Builder {
     const pkg = pkgs[0]!;
     const nameOf = (p: GoPackage) => (isWindows ? `${p.name}.exe` : p.name);
     const binName = nameOf(pkg);
+    const base = o.base?.get(formatPlatform(platform));
+    if (o.base && !base) {
+      throw new PolyarchError({
+        code: "E_INTERNAL",
+        message: `no base image resolved for ${formatPlatform(platform)}`,
+        hint: "This is a bug in polyarch.",
+      });
+    }
+    if (o.cgo && !isWindows)
+      await this.#checkLinkage(
+        platform,
+        pkgs.map((p) => ({ name: p.name, file: path.join(outDir, nameOf(p)) })),
+        base,
+      );
 
     // Windows images keep files under Files/ (the Windows layer format); the entrypoint is a C:\ path.
     const root = isWindows ? "Files/app" : "app";
@@ -357,14 +399,6 @@ export class GoBuilder implements Builder {
     });
     const staticLayer = await staticP;
     const layers = staticLayer && !isWindows ? [staticLayer, binLayer] : [binLayer];
-    const base = o.base?.get(formatPlatform(platform));
-    if (o.base && !base) {
-      throw new PolyarchError({
-        code: "E_INTERNAL",
-        message: `no base image resolved for ${formatPlatform(platform)}`,
-        hint: "This is a bug in polyarch.",
-      });
-    }
     // scratch has no PATH; a base brings its own, which ours must not replace.
     const env =
       isWindows || base
@@ -392,6 +426,41 @@ export class GoBuilder implements Builder {
     const d = await image.descriptor();
     emit({ type: "image", platform, digest: d.digest, size: d.size });
     return image;
+  }
+
+  /**
+   * A dynamically linked cgo binary runs only where its loader and libraries are: each one it
+   * names must be in the base (none is, on scratch), or the build stops and says which.
+   */
+  async #checkLinkage(
+    platform: Platform,
+    binaries: { name: string; file: string }[],
+    base: BaseImage | undefined,
+  ): Promise<void> {
+    let tree: Promise<Tree> | undefined;
+    for (const b of binaries) {
+      const linkage = await elfLinkage(b.file);
+      if (!linkage || (!linkage.interpreter && !linkage.needed.length)) continue;
+      tree ??= base
+        ? new TreeStore(path.join(this.#cache.dir, "trees")).tree(base.layers)
+        : Promise.resolve(new Tree());
+      const missing = missingFromBase(
+        linkage,
+        await tree,
+        this.#compilers.get(formatPlatform(platform))?.triplet,
+      );
+      if (missing.length) {
+        const baseName = base ? (base.name ?? "base image") : "scratch";
+        throw new PolyarchError({
+          code: "E_BASE",
+          message: `the ${formatPlatform(platform)} binary ${b.name} is linked dynamically (cgo) and needs ${missing.join(", ")}, which the ${formatPlatform(platform)} image of ${baseName} does not have`,
+          hint: base
+            ? "Use a base that carries that C library for the platform (for example a Debian image for glibc), or link statically: cgo: static in polyarch.yaml (--cgo static)."
+            : "Link statically (the default on scratch; cgo: static, --cgo static), or build on a base that carries the C library (--base).",
+          data: { platform: formatPlatform(platform), missing },
+        });
+      }
+    }
   }
 
   async #staticLayer(
