@@ -8,7 +8,9 @@
  *   warm:     a new checkout of each workload, GOCACHE and polyarch's cache warm
  *   edit:     one line of each workload's main.go changed, then built again
  *
- * Each row is the sum over the three workloads, sides alternating. ko runs as installed by
+ * Each row is the sum over the three workloads, sides alternating; the bare parallel `go build`s
+ * of the same six platforms (no image, no push; CGO_ENABLED=0 -trimpath, into a new directory)
+ * run alongside as the floor (target: polyarch's warm row within 1.10× of them). ko runs as installed by
  * `go install github.com/google/ko@v0.18.1` (into /usr/local/lib/polyarch-tools/bin, or set
  * KO=/path), with --bare and --sbom=none (polyarch makes no SBOM, so ko's is left out of the
  * work compared). Targets: polyarch ≤ 0.8× ko's wall time in every row; images no larger
@@ -156,11 +158,41 @@ try {
         dir,
       ).then((r) => r.ms),
   };
-  const rows: [string, Record<"polyarch" | "ko", number>][] = [];
+  const bare = async (dir: string, name: string, gocache: string) => {
+    const t0 = performance.now();
+    await Promise.all(
+      SIX.map((p) => {
+        const [os, arch, variant] = p.split("/") as [string, string, string?];
+        return run(
+          "go",
+          [
+            "build",
+            "-trimpath",
+            "-o",
+            path.join(work, "bare", name, p.replaceAll("/", "-"), "") + path.sep,
+            ".",
+          ],
+          {
+            ...env,
+            GOCACHE: gocache,
+            GOOS: os,
+            GOARCH: arch,
+            CGO_ENABLED: "0",
+            ...(variant ? { GOARM: variant.slice(1) } : {}),
+          },
+          dir,
+        );
+      }),
+    );
+    rmSync(path.join(work, "bare", name), { recursive: true, force: true });
+    return performance.now() - t0;
+  };
+  const sides = { ...side, go: bare };
+  const rows: [string, Record<"polyarch" | "ko" | "go", number>][] = [];
   const round = async (label: string, tag: string, edit = false) => {
-    const t = { polyarch: 0, ko: 0 };
+    const t = { polyarch: 0, ko: 0, go: 0 };
     for (const name of WORKLOADS)
-      for (const s of ["ko", "polyarch"] as const) {
+      for (const s of ["ko", "polyarch", "go"] as const) {
         const dir = checkout(name, `${tag}-${s}`);
         if (edit) {
           const main = path.join(dir, "main.go");
@@ -170,7 +202,7 @@ try {
           );
           writeFileSync(main, readFileSync(main, "utf8").replace(/log\.Printf\("/, 'log.Printf("edited: '));
         }
-        t[s] += await side[s](dir, name, path.join(work, `gocache-${s}`));
+        t[s] += await sides[s](dir, name, path.join(work, `gocache-${s}`));
       }
     rows.push([label, t]);
   };
@@ -187,8 +219,10 @@ try {
   );
   for (const [label, t] of rows) {
     const r = t.polyarch / t.ko;
+    const g = t.polyarch / t.go;
+    const warm = label.startsWith("warm");
     console.log(
-      `${label.padEnd(36)} ko ${(t.ko / 1000).toFixed(1)} s   polyarch ${(t.polyarch / 1000).toFixed(1)} s   ${r.toFixed(2)}x ko's time (target ≤ 0.8x)  ${r <= 0.8 ? "MET" : "NOT MET"}`,
+      `${label.padEnd(36)} ko ${(t.ko / 1000).toFixed(1)} s   polyarch ${(t.polyarch / 1000).toFixed(1)} s   ${r.toFixed(2)}x ko's time (target ≤ 0.8x)  ${r <= 0.8 ? "MET" : "NOT MET"}   bare go builds ${(t.go / 1000).toFixed(1)} s: ${g.toFixed(2)}x${warm ? ` (target ≤ 1.10x) ${g <= 1.1 ? "MET" : "NOT MET"}` : ""}`,
     );
   }
   console.log(

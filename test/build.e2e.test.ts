@@ -28,6 +28,7 @@ let src: string;
 let layoutDir: string;
 let digest: string;
 const cacheA = () => path.join(work, "cache-a");
+const digestOf = (out: string) => /@(sha256:[a-f0-9]{64})/.exec(out)?.[1];
 
 before(async () => {
   work = await tempDir("e2e");
@@ -213,6 +214,64 @@ describe("reproducibility", () => {
     );
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { digest: string }).digest, digest);
+  });
+
+  it("a new checkout starts from the binaries kept for its module; checkouts that differ, built at once on one cache, each get their own", async () => {
+    const cache = path.join(work, "cache-kept");
+    const answer = async (layout: string) => {
+      const dir = await tempDir("kept-run");
+      try {
+        let body = "";
+        await runUnpacked(
+          `oci:${layout}:latest`,
+          parsePlatform("linux/amd64"),
+          dir,
+          { extraEnv: (port) => [`PORT=${port}`] },
+          async (base) => {
+            body = (await eventually(() => httpGet(`${base}/hello`), 10_000)).body;
+          },
+        );
+        return body.trim();
+      } finally {
+        await cleanup(dir);
+      }
+    };
+    const checkout = async (name: string, reply: string) => {
+      const dir = await gitExample("hello", path.join(work, "kept", name));
+      const main = path.join(dir, "main.go");
+      await writeFile(
+        main,
+        (await readFile(main, "utf8")).replace('"hello\\n"', JSON.stringify(`${reply}\n`)),
+      );
+      return dir;
+    };
+    const build = (dir: string, out: string) =>
+      polyarch(["build", dir, "-p", "linux/amd64,linux/arm64", "-o", `oci:${out}`, "-q"], {
+        env: { POLYARCH_CACHE_DIR: cache, SOURCE_DATE_EPOCH: "0" },
+      });
+    const one = await checkout("one", "hello from one");
+    const first = await build(one, path.join(work, "kept-one"));
+    assert.equal(first.code, 0, first.stderr);
+    assert.ok(digestOf(first.stdout), first.stdout);
+    assert.equal(await answer(path.join(work, "kept-one")), "hello from one");
+    // The same code in a new directory: the same image.
+    const same = await checkout("same", "hello from one");
+    const again = await build(same, path.join(work, "kept-same"));
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(digestOf(again.stdout), digestOf(first.stdout));
+    // Two checkouts of the same module with different code, at the same time, on one cache.
+    const [a, b] = [await checkout("a", "hello from a"), await checkout("b", "hello from b")];
+    const [ra, rb] = await Promise.all([
+      build(a, path.join(work, "kept-a")),
+      build(b, path.join(work, "kept-b")),
+    ]);
+    assert.equal(ra.code, 0, ra.stderr);
+    assert.equal(rb.code, 0, rb.stderr);
+    assert.equal(await answer(path.join(work, "kept-a")), "hello from a");
+    assert.equal(await answer(path.join(work, "kept-b")), "hello from b");
+    // And after them, the first code again is the first image.
+    const back = await build(same, path.join(work, "kept-back"));
+    assert.equal(digestOf(back.stdout), digestOf(first.stdout));
   });
 
   it("changes the digest when SOURCE_DATE_EPOCH changes", async () => {

@@ -4,8 +4,20 @@
  * files (`kodata/`, as ko does) as a shared layer, and assembles an image per platform and
  * an index over them.
  */
-import { createHash } from "node:crypto";
-import { lstat, mkdir, realpath, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  copyFile,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+} from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
 import {
@@ -261,6 +273,11 @@ export class GoBuilder implements Builder {
     const created = isoTime(o.sourceDateEpoch);
     const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
     const slots = o.limiter ?? new Semaphore(Math.max(1, o.jobs));
+    // This build's own output directory (two builds of one package never share one), seeded
+    // from the binaries kept for this package, so go links only what is out of date.
+    await mkdir(path.join(o.cacheDir, "bin"), { recursive: true });
+    const runDir = await mkdtemp(path.join(o.cacheDir, "bin", "run-"));
+    const keptP = this.#keptDir();
     try {
       const staticP = pkgP.then((pkg) => this.#staticLayer(pkg, tarOpts, emit, pool));
       staticP.catch(() => {});
@@ -270,6 +287,7 @@ export class GoBuilder implements Builder {
             await modulesP;
             return await this.#platformImage(
               platform,
+              { run: runDir, kept: await keptP },
               pkgsP,
               staticP,
               slots,
@@ -304,11 +322,40 @@ export class GoBuilder implements Builder {
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
       await pool.close();
+      await rm(runDir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Where the last binaries of this package are kept, per platform: keyed by the module path
+   * and the package's place in it — not by the checkout's directory — so a new checkout of the
+   * same code finds them. go build decides from each binary's build ID whether it is up to date
+   * (with -trimpath that ID does not depend on the directory), so a stale or foreign binary here
+   * only costs the link it would have cost anyway.
+   */
+  async #keptDir(): Promise<string> {
+    const o = this.#o;
+    const mains = [o.mainPackage, ...(o.extraMains ?? [])];
+    let id = o.dir;
+    for (let d = o.dir; ; d = path.dirname(d)) {
+      const gomod = await readFile(path.join(d, "go.mod"), "utf8").catch(() => undefined);
+      const mod = gomod && /^\s*module\s+("?)([^\s"]+)\1\s*$/m.exec(gomod)?.[2];
+      if (mod) {
+        id = `${mod}\0${path.relative(d, o.dir)}`;
+        break;
+      }
+      if (gomod !== undefined || path.dirname(d) === d) break;
+    }
+    const key = createHash("sha256")
+      .update(`${id}\0${mains.join("\0")}`)
+      .digest("hex")
+      .slice(0, 16);
+    return path.join(o.cacheDir, "bin", key);
   }
 
   async #platformImage(
     platform: Platform,
+    dirs: { run: string; kept: string },
     pkgsP: Promise<GoPackage[]>,
     staticP: Promise<FileLayer | undefined>,
     slots: Semaphore,
@@ -321,12 +368,11 @@ export class GoBuilder implements Builder {
     const o = this.#o;
     const isWindows = platform.os === "windows";
     const mains = [o.mainPackage, ...(o.extraMains ?? [])];
-    const pkgKey = createHash("sha256")
-      .update(`${o.dir}\0${mains.join("\0")}`)
-      .digest("hex")
-      .slice(0, 16);
-    const outDir = path.join(o.cacheDir, "bin", pkgKey, formatPlatform(platform).replaceAll("/", "-"));
+    const platKey = formatPlatform(platform).replaceAll("/", "-");
+    const outDir = path.join(dirs.run, platKey);
+    const keptDir = path.join(dirs.kept, platKey);
     await mkdir(outDir, { recursive: true });
+    const seeded = await seedFrom(keptDir, outDir);
     const ms = await slots.run(async () => {
       signal.throwIfAborted();
       emit({ type: "step-start", platform, step: "compile" });
@@ -355,6 +401,12 @@ export class GoBuilder implements Builder {
     const pkgs = await pkgsP;
     const pkg = pkgs[0]!;
     const nameOf = (p: GoPackage) => (isWindows ? `${p.name}.exe` : p.name);
+    await keepNew(
+      outDir,
+      keptDir,
+      pkgs.map((p) => nameOf(p)),
+      seeded,
+    );
     const binName = nameOf(pkg);
     const base = o.base?.get(formatPlatform(platform));
     if (o.base && !base) {
@@ -501,6 +553,43 @@ export class GoBuilder implements Builder {
       what: "static files",
     });
     return layer;
+  }
+}
+
+/** Copies the kept binaries into a build's output directory; returns each one's size and mtime there. */
+async function seedFrom(kept: string, out: string): Promise<Map<string, string>> {
+  const seen = new Map<string, string>();
+  const names = await readdir(kept).catch(() => [] as string[]);
+  await Promise.all(
+    names
+      .filter((n) => !n.startsWith("."))
+      .map(async (n) => {
+        try {
+          await copyFile(path.join(kept, n), path.join(out, n), constants.COPYFILE_FICLONE);
+          const st = await stat(path.join(out, n));
+          seen.set(n, `${st.size} ${st.mtimeMs}`);
+        } catch {
+          // Gone meanwhile (another build replaced it): go links this one anew.
+        }
+      }),
+  );
+  return seen;
+}
+
+/** Keeps the binaries go wrote anew (atomically: a rename), for the next build to start from. */
+async function keepNew(
+  out: string,
+  kept: string,
+  names: string[],
+  seeded: Map<string, string>,
+): Promise<void> {
+  await mkdir(kept, { recursive: true });
+  for (const n of names) {
+    const st = await stat(path.join(out, n));
+    if (seeded.get(n) === `${st.size} ${st.mtimeMs}`) continue;
+    const tmp = path.join(kept, `.${n}.${process.pid}.${randomBytes(4).toString("hex")}`);
+    await copyFile(path.join(out, n), tmp, constants.COPYFILE_FICLONE);
+    await rename(tmp, path.join(kept, n));
   }
 }
 
