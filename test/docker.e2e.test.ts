@@ -72,7 +72,19 @@ before(async () => {
   );
   base = `${reg.host}/base/busybox:1`;
   const r = await polyarch(
-    ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", "linux/amd64,linux/arm64", "--push", base],
+    [
+      "build",
+      "-f",
+      path.join(ctx, "Dockerfile"),
+      ctx,
+      "-p",
+      "linux/amd64,linux/arm64",
+      "--push",
+      base,
+      // 1-amd64 and 1-arm64 as well: seed 003 picks its base per architecture by tag.
+      "--platform-tags",
+      "arch",
+    ],
     { env: env() },
   );
   assert.equal(r.code, 0, r.stderr);
@@ -201,6 +213,65 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
     const ref = /Loaded image: (\S+)/.exec(loaded)?.[1];
     assert.ok(ref, loaded);
     await answers(ref, os.arch() === "x64" ? "amd64" : os.arch());
+  });
+
+  it("seed 003: any Dockerfile with ARG ARCH={{arch}}, each platform's RUN on the engine, -amd64/-arm64 tags and one list; docker pulls and runs each", async () => {
+    const ctx = path.join(work, "seed003");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      [
+        "ARG ARCH=amd64",
+        `FROM ${base}-\${ARCH}`,
+        "ARG ARCH",
+        'RUN echo "built for ${ARCH} on $(uname -m)" > /built',
+        'CMD ["cat", "/built"]',
+      ].join("\n"),
+    );
+    const endpoint = `docker+${engine.host}?network=host`;
+    const image = `${reg.host}/seed003/sample-repo:latest`;
+    const r = await polyarch(
+      [
+        "build",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/amd64,linux/arm64",
+        "--build-arg",
+        "ARCH={{arch}}",
+        "--builder",
+        `linux/amd64=${endpoint}`,
+        "--builder",
+        `linux/arm64=${endpoint}`,
+        "--push",
+        image,
+        "--platform-tags",
+        "arch",
+      ],
+      { env: env() },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    for (const p of ["linux/amd64", "linux/arm64"])
+      assert.match(r.stderr, new RegExp(`stage 0 done for ${p} in .* on docker ${engine.host}`));
+    for (const [arch, cpu] of [
+      ["amd64", "x86_64"],
+      ["arm64", "aarch64"],
+    ] as const) {
+      // The list, pulled for the platform, and seed 003's own per-architecture tag.
+      for (const [ref, pull] of [
+        [image, ["--platform", `linux/${arch}`]],
+        [`${image}-${arch}`, []],
+      ] as const) {
+        await engine.docker(["pull", "-q", ...pull, ref]);
+        assert.equal(
+          await engine.docker(["run", "--rm", "--network", "none", ref]),
+          `built for ${arch} on ${cpu}\n`,
+          `${ref} (${arch})`,
+        );
+        await engine.docker(["rmi", ref]);
+      }
+    }
   });
 
   it("seed 001's FROM scratch + COPY, pushed by polyarch (OCI and --media-types docker): docker pulls and runs each platform, inspects the Docker-typed list; polyarch info checks a docker builder", async () => {
