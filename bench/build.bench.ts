@@ -3,8 +3,9 @@
  *
  *   cold:         empty GOCACHE (and an empty polyarch cache) for both
  *   warm:         a second build from a new checkout (new directory): GOCACHE and the polyarch
- *                 cache warm, as on any second run or in CI that restores both caches; both
- *                 sides relink all six binaries
+ *                 cache warm, as on any second run or in CI that restores both caches; the
+ *                 shell relinks all six binaries, polyarch starts from the ones it kept for the
+ *                 module, so go links none
  *   empty cache:  warm GOCACHE but an empty polyarch cache, so polyarch gzips all six layers
  *                 (~50 MB) that `go build` never produces; shown for what it costs
  *   no-change:    everything warm, outputs present: Go's own no-op vs polyarch's rebuild

@@ -6,18 +6,7 @@
  */
 import { constants } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
-import {
-  copyFile,
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  stat,
-} from "node:fs/promises";
+import { copyFile, link, lstat, mkdir, readdir, readFile, realpath, rename, stat } from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
 import {
@@ -273,10 +262,8 @@ export class GoBuilder implements Builder {
     const created = isoTime(o.sourceDateEpoch);
     const pool = new LayerPool(Math.max(1, Math.min(o.jobs, o.platforms.length)));
     const slots = o.limiter ?? new Semaphore(Math.max(1, o.jobs));
-    // This build's own output directory (two builds of one package never share one), seeded
-    // from the binaries kept for this package, so go links only what is out of date.
-    await mkdir(path.join(o.cacheDir, "bin"), { recursive: true });
-    const runDir = await mkdtemp(path.join(o.cacheDir, "bin", "run-"));
+    // The binaries kept for this module seed a checkout's output directory, so go links only
+    // what is out of date (nothing, for a new checkout of unchanged code).
     const keptP = this.#keptDir();
     try {
       const staticP = pkgP.then((pkg) => this.#staticLayer(pkg, tarOpts, emit, pool));
@@ -287,7 +274,7 @@ export class GoBuilder implements Builder {
             await modulesP;
             return await this.#platformImage(
               platform,
-              { run: runDir, kept: await keptP },
+              await keptP,
               pkgsP,
               staticP,
               slots,
@@ -322,7 +309,6 @@ export class GoBuilder implements Builder {
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
       await pool.close();
-      await rm(runDir, { recursive: true, force: true });
     }
   }
 
@@ -355,7 +341,7 @@ export class GoBuilder implements Builder {
 
   async #platformImage(
     platform: Platform,
-    dirs: { run: string; kept: string },
+    kept: string,
     pkgsP: Promise<GoPackage[]>,
     staticP: Promise<FileLayer | undefined>,
     slots: Semaphore,
@@ -368,11 +354,16 @@ export class GoBuilder implements Builder {
     const o = this.#o;
     const isWindows = platform.os === "windows";
     const mains = [o.mainPackage, ...(o.extraMains ?? [])];
+    // This checkout's output directory, as before; what it lacks comes from the kept binaries.
+    const pkgKey = createHash("sha256")
+      .update(`${o.dir}\0${mains.join("\0")}`)
+      .digest("hex")
+      .slice(0, 16);
     const platKey = formatPlatform(platform).replaceAll("/", "-");
-    const outDir = path.join(dirs.run, platKey);
-    const keptDir = path.join(dirs.kept, platKey);
+    const outDir = path.join(o.cacheDir, "bin", pkgKey, platKey);
+    const keptDir = path.join(kept, platKey);
     await mkdir(outDir, { recursive: true });
-    const seeded = await seedFrom(keptDir, outDir);
+    await seedFrom(keptDir, outDir);
     const ms = await slots.run(async () => {
       signal.throwIfAborted();
       emit({ type: "step-start", platform, step: "compile" });
@@ -405,7 +396,6 @@ export class GoBuilder implements Builder {
       outDir,
       keptDir,
       pkgs.map((p) => nameOf(p)),
-      seeded,
     );
     const binName = nameOf(pkg);
     const base = o.base?.get(formatPlatform(platform));
@@ -556,39 +546,47 @@ export class GoBuilder implements Builder {
   }
 }
 
-/** Copies the kept binaries into a build's output directory; returns each one's size and mtime there. */
-async function seedFrom(kept: string, out: string): Promise<Map<string, string>> {
-  const seen = new Map<string, string>();
-  const names = await readdir(kept).catch(() => [] as string[]);
+/**
+ * Links the kept binaries that an output directory lacks into it (a copy where a link cannot be
+ * made). go never writes into an existing output: it renames a new binary over it or removes
+ * it first, so a kept file is never changed through the link.
+ */
+async function seedFrom(kept: string, out: string): Promise<void> {
+  const [names, present] = await Promise.all([
+    readdir(kept).catch(() => [] as string[]),
+    readdir(out).catch(() => [] as string[]),
+  ]);
   await Promise.all(
     names
-      .filter((n) => !n.startsWith("."))
+      .filter((n) => !n.startsWith(".") && !present.includes(n))
       .map(async (n) => {
-        try {
-          await copyFile(path.join(kept, n), path.join(out, n), constants.COPYFILE_FICLONE);
-          const st = await stat(path.join(out, n));
-          seen.set(n, `${st.size} ${st.mtimeMs}`);
-        } catch {
-          // Gone meanwhile (another build replaced it): go links this one anew.
-        }
+        const from = path.join(kept, n);
+        const to = path.join(out, n);
+        await link(from, to)
+          .catch(() => copyFile(from, to, constants.COPYFILE_FICLONE))
+          .catch(() => {
+            // Gone meanwhile (another build replaced it): go links this one anew.
+          });
       }),
   );
-  return seen;
 }
 
-/** Keeps the binaries go wrote anew (atomically: a rename), for the next build to start from. */
-async function keepNew(
-  out: string,
-  kept: string,
-  names: string[],
-  seeded: Map<string, string>,
-): Promise<void> {
+/**
+ * Keeps the binaries of this build that the kept ones are not (by inode: the kept file is a
+ * link to an output), atomically through a rename, for the next checkout to start from.
+ */
+async function keepNew(out: string, kept: string, names: string[]): Promise<void> {
   await mkdir(kept, { recursive: true });
   for (const n of names) {
-    const st = await stat(path.join(out, n));
-    if (seeded.get(n) === `${st.size} ${st.mtimeMs}`) continue;
+    const [mine, theirs] = await Promise.all([
+      stat(path.join(out, n)),
+      stat(path.join(kept, n)).catch(() => undefined),
+    ]);
+    if (theirs && theirs.ino === mine.ino && theirs.dev === mine.dev) continue;
     const tmp = path.join(kept, `.${n}.${process.pid}.${randomBytes(4).toString("hex")}`);
-    await copyFile(path.join(out, n), tmp, constants.COPYFILE_FICLONE);
+    await link(path.join(out, n), tmp).catch(() =>
+      copyFile(path.join(out, n), tmp, constants.COPYFILE_FICLONE),
+    );
     await rename(tmp, path.join(kept, n));
   }
 }
