@@ -98,6 +98,56 @@ describe("polyarch.yaml", () => {
     );
   });
 
+  it("cgo and cc: checked with line and key; cc needs cgo on; the file's cgo wins over CGO_ENABLED; cc keys are platforms", () => {
+    assert.throws(
+      () => parsePolyarchFile("images:\n  - name: db\n    cgo: maybe\n", "polyarch.yaml"),
+      /polyarch\.yaml:3: images\[0\]\.cgo: expected true, false, static or dynamic, not "maybe"/,
+    );
+    assert.throws(
+      () =>
+        parsePolyarchFile(
+          "images:\n  - name: web\n    dockerfile: Dockerfile\n    cgo: true\n",
+          "polyarch.yaml",
+        ),
+      /images\[0\]\.cgo: cgo is for Go images/,
+    );
+    const resolve = (yaml: string, env: Record<string, string> = {}) =>
+      resolveConfig("/repo", parsePolyarchFile(yaml, "polyarch.yaml"), {}, env).images[0]!.cgo;
+    assert.deepEqual(resolve("images:\n  - name: db\n    cgo: static\n"), { link: "static" });
+    assert.equal(resolve("images:\n  - name: db\n"), undefined);
+    assert.deepEqual(resolve("images:\n  - name: db\n", { CGO_ENABLED: "1" }), {});
+    assert.equal(resolve("images:\n  - name: db\n    cgo: false\n", { CGO_ENABLED: "1" }), undefined);
+    assert.deepEqual(
+      resolve(
+        "images:\n  - name: db\n    cgo: true\n    cc: { linux/arm: arm-gcc, linux/arm64/v8: a64-gcc }\n",
+      ),
+      { cc: { "linux/arm": "arm-gcc", "linux/arm64": "a64-gcc" } },
+    );
+    assert.throws(
+      () => resolve("images:\n  - name: db\n    cc: { linux/arm64: gcc }\n"),
+      /images\.db\.cc names C compilers, but cgo is off/,
+    );
+    assert.throws(
+      () => resolve("images:\n  - name: db\n    cgo: true\n    cc: { arm64: gcc }\n"),
+      /images\.db\.cc "arm64" is not a platform/,
+    );
+  });
+
+  it("platforms: all needs a base, and a Go image", () => {
+    const resolve = (yaml: string) =>
+      resolveConfig("/repo", parsePolyarchFile(yaml, "polyarch.yaml"), {}, {});
+    const ok = resolve("images:\n  - name: a\n    base: oci:/b\nplatforms: all\n");
+    assert.equal(ok.images[0]!.platforms.ofBase, true);
+    assert.throws(
+      () => resolve("images:\n  - name: a\n    platforms: all\n"),
+      /platforms all \(from polyarch\.yaml\) builds every platform of an image's base, and image a has no base/,
+    );
+    assert.throws(
+      () => resolve("images:\n  - name: w\n    dockerfile: Dockerfile\nplatforms: [all]\n"),
+      /platforms all \(from polyarch\.yaml\) is for Go images on a base/,
+    );
+  });
+
   it("resolves with precedence flag > env var > environment > file > default, and says where from", () => {
     const f = parsePolyarchFile(base, "polyarch.yaml");
     const fileOnly = resolveConfig("/repo", f, {}, {});

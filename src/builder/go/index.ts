@@ -392,11 +392,12 @@ export class GoBuilder implements Builder {
     const pkgs = await pkgsP;
     const pkg = pkgs[0]!;
     const nameOf = (p: GoPackage) => (isWindows ? `${p.name}.exe` : p.name);
+    // Keeping is an optimisation: a cache that cannot take them costs the next link, not this build.
     await keepNew(
       outDir,
       keptDir,
       pkgs.map((p) => nameOf(p)),
-    );
+    ).catch(() => {});
     const binName = nameOf(pkg);
     const base = o.base?.get(formatPlatform(platform));
     if (o.base && !base) {
