@@ -344,7 +344,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
     );
   });
 
-  it("seed 001 (FROM scratch + COPY) for amd64 and arm64: buildah's tree, twice the same digest, and from a second copy", async () => {
+  it("seed 001 (FROM scratch + COPY) for amd64, arm64 and arm/v7: buildah's tree, twice the same digest, and from a second copy", async () => {
     const ctx = path.join(work, "seed001");
     await mkdir(path.join(ctx, "static"), { recursive: true });
     await writeFile(path.join(ctx, "static", "index.html"), "<h1>hi</h1>\n");
@@ -354,10 +354,14 @@ describe("Dockerfile builds, natively, against buildah", () => {
       path.join(ctx, "Dockerfile"),
       'FROM scratch\nCOPY static/ /srv/static/\nCOPY app /srv/app\nCMD ["/srv/app"]\n',
     );
-    const first = await both(path.join(ctx, "Dockerfile"), ctx, "seed001", ["linux/amd64", "linux/arm64"]);
+    const first = await both(path.join(ctx, "Dockerfile"), ctx, "seed001", [
+      "linux/amd64",
+      "linux/arm64",
+      "linux/arm/v7",
+    ]);
     const again = await dfBuild(ctx, [
       "-p",
-      "linux/amd64,linux/arm64",
+      "linux/amd64,linux/arm64,linux/arm/v7",
       "-o",
       `oci:${path.join(work, "seed001-again")}`,
     ]);
@@ -371,7 +375,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
         path.join(copy, "Dockerfile"),
         copy,
         "-p",
-        "linux/amd64,linux/arm64",
+        "linux/amd64,linux/arm64,linux/arm/v7",
         "-o",
         `oci:${path.join(work, "seed001-moved")}`,
       ],
