@@ -157,11 +157,12 @@ try {
 
   // 5. What gzipping the six binaries costs, ours against Node's native zlib on the same bytes.
   const binRoot = path.join(cache, "bin");
-  const bins = readdirSync(binRoot).flatMap((k) =>
-    readdirSync(path.join(binRoot, k)).map((p) =>
-      readFileSync(path.join(binRoot, k, p, "maintenance-proxy")),
-    ),
-  );
+  // One binary per platform: the cache keeps each both per checkout and per module.
+  const byPlatform = new Map<string, Buffer>();
+  for (const k of readdirSync(binRoot))
+    for (const p of readdirSync(path.join(binRoot, k)))
+      if (!byPlatform.has(p)) byPlatform.set(p, readFileSync(path.join(binRoot, k, p, "maintenance-proxy")));
+  const bins = [...byPlatform.values()];
   const total = bins.reduce((n, b) => n + b.length, 0);
   const rate = (f: (b: Buffer) => Uint8Array) => {
     let best = Infinity;
