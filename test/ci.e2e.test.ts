@@ -71,6 +71,55 @@ describe("polyarch ci", () => {
     );
   });
 
+  it("a cgo image's CI installs the C toolchains for its platforms (packages this machine's apt knows); others install none", async () => {
+    const plain = (await polyarch(["ci", "github", "--stdout"], { cwd: repo })).stdout;
+    assert.doesNotMatch(plain, /C toolchains|crossbuild/, "no cgo image, no toolchains");
+    const dir = path.join(work, "cgo-repo");
+    await cp(path.join(ROOT, "examples", "sqlite"), path.join(dir, "db"), { recursive: true });
+    await writeFile(
+      path.join(dir, "polyarch.yaml"),
+      "images:\n  - name: db\n    dir: db\n    cgo: true\nplatforms: [linux/amd64, linux/arm64, linux/arm/v7]\n",
+    );
+    type Step = { name?: string; run?: string; if?: string };
+    const gh = parse((await polyarch(["ci", "github", "--stdout"], { cwd: dir })).stdout) as {
+      jobs: { publish: { steps: Step[] } };
+    };
+    const steps = gh.jobs.publish.steps;
+    const at = steps.findIndex((s) => s.name === "C toolchains (cgo)");
+    assert.ok(at >= 0 && at < steps.findIndex((s) => s.run?.endsWith("polyarch run")), "before the run");
+    const pkgs = /install -y -qq --no-install-recommends (.*)$/.exec(steps[at]!.run!)![1]!.split(" ");
+    assert.deepEqual(pkgs, ["crossbuild-essential-arm64", "crossbuild-essential-armhf", "gcc", "libc6-dev"]);
+    // Each is a package Debian has (asked of this machine's apt).
+    for (const p of pkgs)
+      assert.match(await mustRun("apt-cache", ["policy", p]), /Candidate: (?!\(none\))/, p);
+    // Split: each platform's job installs what its own runner lacks.
+    const split = parse((await polyarch(["ci", "github", "--split", "--stdout"], { cwd: dir })).stdout) as {
+      jobs: {
+        build: {
+          strategy: { matrix: { include: { platform: string; runner: string; toolchains?: string }[] } };
+        };
+      };
+    };
+    const byPlatform = Object.fromEntries(
+      split.jobs.build.strategy.matrix.include.map((m) => [
+        m.platform,
+        `${m.runner}: ${m.toolchains?.split("recommends ")[1]}`,
+      ]),
+    );
+    assert.deepEqual(byPlatform, {
+      "linux/amd64": "ubuntu-24.04: gcc libc6-dev",
+      "linux/arm64": "ubuntu-24.04-arm: gcc libc6-dev",
+      "linux/arm/v7": "ubuntu-24.04-arm: crossbuild-essential-armhf",
+    });
+    const gl = parse((await polyarch(["ci", "gitlab", "--stdout"], { cwd: dir })).stdout) as {
+      publish: { before_script: string[] };
+    };
+    assert.match(
+      gl.publish.before_script[0]!,
+      /nodejs npm crossbuild-essential-arm64 crossbuild-essential-armhf gcc libc6-dev$/,
+    );
+  });
+
   it("the split pattern's jobs, run here, give one index with every platform", async () => {
     const ci = parse((await polyarch(["ci", "gitlab", "--split", "--stdout"], { cwd: repo })).stdout) as {
       variables: Record<string, string>;

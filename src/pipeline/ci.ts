@@ -8,8 +8,22 @@ import { stringify as yamlStringify } from "yaml";
 
 // No anchors (not every CI reads them) and no folded lines (commands stay readable).
 const stringify = (v: unknown) => yamlStringify(v, { aliasDuplicateObjects: false, lineWidth: 0 });
-import { formatPlatform } from "../platform/index.js";
+import { formatPlatform, type Platform } from "../platform/index.js";
 import type { ResolvedConfig } from "../config/index.js";
+import { cToolchainPackages } from "../builder/go/cgo.js";
+
+/** The platforms of the images that build with cgo: their C compilers must be installed. */
+function cgoPlatforms(c: ResolvedConfig): Platform[] {
+  return c.images.filter((im) => im.cgo).flatMap((im) => im.platforms.value);
+}
+
+/** The apt-get line that installs the C toolchains a cgo build needs, or undefined. */
+function aptToolchains(platforms: Platform[], hostArch: string, sudo: string): string | undefined {
+  const pkgs = cToolchainPackages(platforms, hostArch);
+  return pkgs.length
+    ? `${sudo}apt-get update -qq && ${sudo}apt-get install -y -qq --no-install-recommends ${pkgs.join(" ")}`
+    : undefined;
+}
 
 const RUNNER: Record<string, string> = {
   amd64: "ubuntu-24.04",
@@ -53,6 +67,12 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
     },
   ];
   const on = { push: { branches: ["main"], tags: ["v*"] }, workflow_dispatch: {} };
+  // cgo images: the C compilers for their platforms (Debian's cross toolchains).
+  const cgo = cgoPlatforms(c);
+  const toolchains = (hostArch: string, platforms = cgo) => {
+    const line = aptToolchains(platforms, hostArch, "sudo ");
+    return line ? [{ name: "C toolchains (cgo)", run: line }] : [];
+  };
   if (!split) {
     return stringify({
       name: "polyarch",
@@ -64,6 +84,7 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
           "runs-on": "ubuntu-latest",
           steps: [
             ...setup,
+            ...toolchains("amd64"),
             { name: "Info", run: `${polyarch} info` },
             { name: "Run", id: "run", run: `${polyarch} run` },
           ],
@@ -82,16 +103,23 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
       strategy: {
         "fail-fast": true,
         matrix: {
-          include: platforms.map((p) => ({
-            platform: p,
-            slug: platformSlug(p),
-            runner: RUNNER[p.split("/")[1]!] ?? "ubuntu-24.04",
-          })),
+          include: platforms.map((p) => {
+            const runner = RUNNER[p.split("/")[1]!] ?? "ubuntu-24.04";
+            const line = aptToolchains(
+              cgo.filter((q) => formatPlatform(q) === p),
+              runner.endsWith("-arm") ? "arm64" : "amd64",
+              "sudo ",
+            );
+            return { platform: p, slug: platformSlug(p), runner, ...(line ? { toolchains: line } : {}) };
+          }),
         },
       },
       "runs-on": "${{ matrix.runner }}",
       steps: [
         ...setup,
+        ...(cgo.length
+          ? [{ name: "C toolchains (cgo)", if: "matrix.toolchains", run: "${{ matrix.toolchains }}" }]
+          : []),
         {
           name: "Build and push ${{ matrix.platform }}",
           run: `${polyarch} run --stages build,publish -p "\${{ matrix.platform }}" --repository "$REPOSITORY/by-platform" --tag-suffix "-\${{ matrix.slug }}"`,
@@ -131,9 +159,13 @@ export function gitlabCi(c: ResolvedConfig, split: boolean, polyarch = "npx --ye
   const login = `echo "$CI_REGISTRY_PASSWORD" | ${polyarch} login "$CI_REGISTRY" -u "$CI_REGISTRY_USER" --password-stdin`;
   // The module cache, GOCACHE and polyarch's layer cache live in the project directory, the
   // only place GitLab caches from; every job restores and saves them.
+  const cToolchains = cToolchainPackages(cgoPlatforms(c), "amd64");
   const base = {
     image: "golang:1.23-bookworm",
-    before_script: ["apt-get update -qq && apt-get install -y -qq nodejs npm", login],
+    before_script: [
+      `apt-get update -qq && apt-get install -y -qq nodejs npm${cToolchains.length ? ` ${cToolchains.join(" ")}` : ""}`,
+      login,
+    ],
     cache: { key: "polyarch-$CI_COMMIT_REF_SLUG", paths: [".go/pkg/mod/", ".go/cache/", ".polyarch/"] },
   };
   const variables = {

@@ -127,6 +127,25 @@ function known(p: Platform): Known | undefined {
   }
 }
 
+/**
+ * The Debian/Ubuntu packages that bring a C compiler for each platform of a cgo build on a
+ * machine of `host`'s architecture: gcc for its own, crossbuild-essential-<arch> for the others
+ * (what a generated CI installs).
+ */
+export function cToolchainPackages(platforms: readonly Platform[], hostArch: string): string[] {
+  const pkgs = new Set<string>();
+  for (const p of platforms) {
+    if (p.os === "linux" && p.architecture === hostArch) {
+      pkgs.add("gcc");
+      pkgs.add("libc6-dev");
+      continue;
+    }
+    const k = known(p);
+    if (k) pkgs.add(k.pkg);
+  }
+  return [...pkgs].sort();
+}
+
 /** True when a compiler setting (a name on PATH or a path, maybe with arguments) can run. */
 function runnable(cc: string, env: Record<string, string | undefined>): boolean {
   const prog = cc.trim().split(/\s+/)[0] ?? "";
