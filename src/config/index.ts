@@ -270,6 +270,15 @@ export function describeConfig(c: ResolvedConfig): string[][] {
     rows.push([`  ${im.name}.dir`, path.relative(c.root, im.dir) || ".", "polyarch.yaml"]);
     rows.push([`  ${im.name}.platforms`, shown(im.platforms), im.platforms.from]);
     if (im.base) rows.push([`  ${im.name}.base`, im.base, "polyarch.yaml"]);
+    if (im.cgo)
+      rows.push([
+        `  ${im.name}.cgo`,
+        [
+          im.cgo.link ?? (im.base ? "dynamic (on a base)" : "static (on scratch)"),
+          ...Object.entries(im.cgo.cc ?? {}).map(([p, cc]) => `${p}=${cc}`),
+        ].join(", "),
+        "polyarch.yaml or env CGO_ENABLED",
+      ]);
   }
   return rows;
 }
