@@ -312,7 +312,7 @@ export class Transport {
       // 2b/2c: learn the challenge, authenticate, send once more.
       const challenge = header(res, "www-authenticate");
       await res.body.dump();
-      const fresh = await this.#authenticate(req, challenge);
+      const fresh = await this.#authenticate(req, challenge, auth?.header);
       res = await this.#send(req, fresh.header);
       if (res.status === 401) {
         await res.body.dump();
@@ -337,7 +337,16 @@ export class Transport {
     };
   }
 
-  async #authenticate(req: TransportRequest, challengeHeader: string | undefined): Promise<CachedAuth> {
+  async #authenticate(
+    req: TransportRequest,
+    challengeHeader: string | undefined,
+    sentWith?: string,
+  ): Promise<CachedAuth> {
+    // A request sent before a concurrent one's token arrived: that token (or its fetch) serves
+    // it too, unless it is the very one just refused.
+    const known =
+      this.#cached(req.registry, req.scopes) ?? (await this.#pendingCovering(req.registry, req.scopes));
+    if (known && known.header !== sentWith) return known;
     const ch = challengeHeader ? parseChallenge(challengeHeader) : undefined;
     const scope = req.scopes.join(" ") || "access";
     if (ch?.scheme === "basic") {
