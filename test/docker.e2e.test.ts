@@ -36,6 +36,29 @@ const env = () => ({
   PATH: `${path.join(work, "bin")}:${process.env["PATH"]}`,
 });
 
+/** polyarch builds ctx's Dockerfile for amd64 and arm64, stages that need a process on the engine, and pushes. */
+function onEngine(ctx: string, image: string, extra: string[] = []) {
+  const endpoint = `docker+${engine.host}?network=host`;
+  return polyarch(
+    [
+      "build",
+      "-f",
+      path.join(ctx, "Dockerfile"),
+      ctx,
+      "-p",
+      "linux/amd64,linux/arm64",
+      "--builder",
+      `linux/amd64=${endpoint}`,
+      "--builder",
+      `linux/arm64=${endpoint}`,
+      "--push",
+      image,
+      ...extra,
+    ],
+    { env: env() },
+  );
+}
+
 before(async () => {
   work = await import("node:fs/promises").then((f) => f.mkdtemp(path.join(os.tmpdir(), "polyarch-docker-")));
   await import("node:fs/promises")
@@ -112,25 +135,8 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
         'ENTRYPOINT ["/app/hello"]',
       ].join("\n"),
     );
-    const endpoint = `docker+${engine.host}?network=host`;
     const image = `${reg.host}/seed004/hello:1`;
-    const r = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "--builder",
-        `linux/amd64=${endpoint}`,
-        "--builder",
-        `linux/arm64=${endpoint}`,
-        "--push",
-        image,
-      ],
-      { env: env() },
-    );
+    const r = await onEngine(ctx, image);
     assert.equal(r.code, 0, r.stderr);
     for (const p of ["linux/amd64", "linux/arm64"])
       assert.match(r.stderr, new RegExp(`stage prelim done for ${p} in .* on docker ${engine.host}`));
@@ -228,29 +234,8 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
         'CMD ["cat", "/built"]',
       ].join("\n"),
     );
-    const endpoint = `docker+${engine.host}?network=host`;
     const image = `${reg.host}/seed003/sample-repo:latest`;
-    const r = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "--build-arg",
-        "ARCH={{arch}}",
-        "--builder",
-        `linux/amd64=${endpoint}`,
-        "--builder",
-        `linux/arm64=${endpoint}`,
-        "--push",
-        image,
-        "--platform-tags",
-        "arch",
-      ],
-      { env: env() },
-    );
+    const r = await onEngine(ctx, image, ["--build-arg", "ARCH={{arch}}", "--platform-tags", "arch"]);
     assert.equal(r.code, 0, r.stderr);
     for (const p of ["linux/amd64", "linux/arm64"])
       assert.match(r.stderr, new RegExp(`stage 0 done for ${p} in .* on docker ${engine.host}`));

@@ -6,9 +6,8 @@
  */
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
-import path from "node:path";
 import { crc32 } from "node:zlib";
-import { mustRun } from "./tools.js";
+import { selfSignedCert } from "./tools.js";
 
 export interface ProxyModule {
   path: string;
@@ -80,27 +79,7 @@ export async function startPrivateProxy(
   modules: ProxyModule[],
   credentials: { user: string; password: string },
 ): Promise<PrivateProxy> {
-  const keyFile = path.join(dir, "goproxy-key.pem");
-  const caFile = path.join(dir, "goproxy-cert.pem");
-  await mustRun("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    keyFile,
-    "-out",
-    caFile,
-    "-days",
-    "1",
-    "-subj",
-    "/CN=polyarch-test-goproxy",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-  ]);
+  const { keyFile, certFile: caFile } = await selfSignedCert(dir, "goproxy", "127.0.0.1");
   const want = `Basic ${Buffer.from(`${credentials.user}:${credentials.password}`).toString("base64")}`;
   const requests: PrivateProxy["requests"] = [];
   const time = "2026-01-01T00:00:00Z";

@@ -7,8 +7,7 @@ import { createHash, createPrivateKey, createPublicKey, randomUUID, sign } from 
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import path from "node:path";
-import { mustRun } from "./tools.js";
+import { selfSignedCert } from "./tools.js";
 
 export interface TokenServer {
   realm: string;
@@ -40,25 +39,7 @@ export function libtrustKeyId(spkiDer: Buffer): string {
 const b64url = (b: Buffer | string) => Buffer.from(b).toString("base64url");
 
 export async function startTokenServer(dir: string, users: Record<string, string>): Promise<TokenServer> {
-  const keyFile = path.join(dir, "token-key.pem");
-  const certFile = path.join(dir, "token-cert.pem");
-  await mustRun("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile,
-    "-days",
-    "1",
-    "-subj",
-    "/CN=polyarch-test-token",
-  ]);
+  const { keyFile, certFile } = await selfSignedCert(dir, "token");
   const key = createPrivateKey(await readFile(keyFile));
   const kid = libtrustKeyId(createPublicKey(key).export({ type: "spki", format: "der" }));
   const service = "polyarch-test";

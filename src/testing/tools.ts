@@ -29,6 +29,38 @@ export async function mustRun(
   return r.stdout;
 }
 
+/**
+ * A throwaway P-256 key and self-signed certificate (one day) from openssl, as `<name>-key.pem`
+ * and `<name>-cert.pem` in `dir`; `ip` adds it as a subjectAltName (Go wants one to trust it).
+ */
+export async function selfSignedCert(
+  dir: string,
+  name: string,
+  ip?: string,
+): Promise<{ keyFile: string; certFile: string }> {
+  const keyFile = path.join(dir, `${name}-key.pem`);
+  const certFile = path.join(dir, `${name}-cert.pem`);
+  await mustRun("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    "1",
+    "-subj",
+    `/CN=polyarch-test-${name}`,
+    ...(ip ? ["-addext", `subjectAltName=IP:${ip}`] : []),
+  ]);
+  return { keyFile, certFile };
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();

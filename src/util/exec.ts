@@ -67,15 +67,17 @@ function isDir(p: string): boolean {
   }
 }
 
+/** True when `file` is a regular file someone may execute. */
+export function isExecutable(file: string): boolean {
+  try {
+    const st = statSync(file);
+    return st.isFile() && (st.mode & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
 /** True when `program` is an executable file in one of PATH's directories. */
 export function onPath(program: string, env: Record<string, string | undefined>): boolean {
-  return (env["PATH"] ?? "").split(":").some((d) => {
-    if (!d) return false;
-    try {
-      const st = statSync(`${d}/${program}`);
-      return st.isFile() && (st.mode & 0o111) !== 0;
-    } catch {
-      return false;
-    }
-  });
+  return (env["PATH"] ?? "").split(":").some((d) => d !== "" && isExecutable(`${d}/${program}`));
 }

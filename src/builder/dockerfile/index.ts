@@ -95,7 +95,7 @@ export class DockerfileBuilder implements Builder {
     const tarOpts = { mtime: o.sourceDateEpoch, uid: 0, gid: 0 };
     // Layers compress in the background while steps go on: as many at once as there are cores.
     const pool = new LayerPool(Math.max(1, o.jobs));
-    const spool = await spoolDir(new TreeStore(path.join(o.layerCache.dir, "trees")));
+    const spool = await spoolDir(TreeStore.of(o.layerCache));
     this.#spool = spool;
     const name = path.basename(o.context);
     emit({ type: "resolve", target: path.relative(o.context, o.dockerfile) || o.dockerfile, name });

@@ -13,7 +13,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { PolyarchError } from "../../errors.js";
 import type { BaseLayer } from "../../image/assemble.js";
-import { markUsed } from "../../layer/cache.js";
+import { type LayerCache, markUsed } from "../../layer/cache.js";
 import { cleanImagePath, type EntrySource, type LayerEntry, type Xattrs } from "../../layer/index.js";
 import { MediaType } from "../../manifest/index.js";
 import { digestHex } from "../../digest/index.js";
@@ -348,6 +348,11 @@ export class TreeStore {
   readonly #inflight = new Map<string, Promise<TarRecord[]>>();
   constructor(dir: string) {
     this.dir = dir;
+  }
+
+  /** The store beside a layer cache (`<cache>/trees`, where the cache's trim looks). */
+  static of(cache: LayerCache): TreeStore {
+    return new TreeStore(path.join(cache.dir, "trees"));
   }
 
   /** The tree of these layers, applied in order. Each call gets its own tree. */

@@ -3,11 +3,10 @@
  * their triplet, or the user's choice), static linking by default on an empty base, and a
  * check that a dynamically linked binary finds its loader and libraries in the base it is put on.
  */
-import { statSync } from "node:fs";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
 import { formatPlatform, parsePlatform, type Platform } from "../../platform/index.js";
-import { onPath } from "../../util/exec.js";
+import { isExecutable, onPath } from "../../util/exec.js";
 import type { ElfLinkage } from "../../util/elf.js";
 import type { Tree } from "../dockerfile/tree.js";
 
@@ -86,45 +85,35 @@ interface Known {
   pkg: string;
 }
 
-/** Debian's cross toolchains per Go target (crossbuild-essential-<debian arch>). */
+/** Debian's cross compilers for Linux targets: Go architecture → [GNU triplet, Debian architecture]. */
+const LINUX_CROSS: Record<string, [string, string]> = {
+  amd64: ["x86_64-linux-gnu", "amd64"],
+  arm64: ["aarch64-linux-gnu", "arm64"],
+  // armhf is ARMv7 with hardware floating point; armel (below) runs on v5 and v6 CPUs.
+  arm: ["arm-linux-gnueabihf", "armhf"],
+  "386": ["i686-linux-gnu", "i386"],
+  ppc64le: ["powerpc64le-linux-gnu", "ppc64el"],
+  s390x: ["s390x-linux-gnu", "s390x"],
+  riscv64: ["riscv64-linux-gnu", "riscv64"],
+  mips64le: ["mips64el-linux-gnuabi64", "mips64el"],
+  mipsle: ["mipsel-linux-gnu", "mipsel"],
+  loong64: ["loongarch64-linux-gnu", "loong64"],
+};
+const ARMEL: [string, string] = ["arm-linux-gnueabi", "armel"];
+const MINGW: Record<string, Known> = {
+  amd64: { triplet: "x86_64-w64-mingw32", pkg: "gcc-mingw-w64-x86-64" },
+  "386": { triplet: "i686-w64-mingw32", pkg: "gcc-mingw-w64-i686" },
+};
+
+/** The cross toolchain Debian has for a Go target (crossbuild-essential-<debian arch>). */
 function known(p: Platform): Known | undefined {
-  const cross = (triplet: string, debArch: string): Known => ({
-    triplet,
-    pkg: `crossbuild-essential-${debArch}`,
-  });
-  if (p.os === "windows") {
-    if (p.architecture === "amd64") return { triplet: "x86_64-w64-mingw32", pkg: "gcc-mingw-w64-x86-64" };
-    if (p.architecture === "386") return { triplet: "i686-w64-mingw32", pkg: "gcc-mingw-w64-i686" };
-    return undefined;
-  }
+  if (p.os === "windows") return MINGW[p.architecture];
   if (p.os !== "linux") return undefined;
-  switch (p.architecture) {
-    case "amd64":
-      return cross("x86_64-linux-gnu", "amd64");
-    case "arm64":
-      return cross("aarch64-linux-gnu", "arm64");
-    case "arm":
-      // armhf is ARMv7 with hardware floating point; armel runs on v5 and v6 CPUs.
-      return p.variant === "v5" || p.variant === "v6"
-        ? cross("arm-linux-gnueabi", "armel")
-        : cross("arm-linux-gnueabihf", "armhf");
-    case "386":
-      return cross("i686-linux-gnu", "i386");
-    case "ppc64le":
-      return cross("powerpc64le-linux-gnu", "ppc64el");
-    case "s390x":
-      return cross("s390x-linux-gnu", "s390x");
-    case "riscv64":
-      return cross("riscv64-linux-gnu", "riscv64");
-    case "mips64le":
-      return cross("mips64el-linux-gnuabi64", "mips64el");
-    case "mipsle":
-      return cross("mipsel-linux-gnu", "mipsel");
-    case "loong64":
-      return cross("loongarch64-linux-gnu", "loong64");
-    default:
-      return undefined;
-  }
+  const t =
+    p.architecture === "arm" && (p.variant === "v5" || p.variant === "v6")
+      ? ARMEL
+      : LINUX_CROSS[p.architecture];
+  return t ? { triplet: t[0], pkg: `crossbuild-essential-${t[1]}` } : undefined;
 }
 
 /**
@@ -150,13 +139,7 @@ export function cToolchainPackages(platforms: readonly Platform[], hostArch: str
 function runnable(cc: string, env: Record<string, string | undefined>): boolean {
   const prog = cc.trim().split(/\s+/)[0] ?? "";
   if (!prog) return false;
-  if (!prog.includes("/")) return onPath(prog, env);
-  try {
-    const st = statSync(prog);
-    return st.isFile() && (st.mode & 0o111) !== 0;
-  } catch {
-    return false;
-  }
+  return prog.includes("/") ? isExecutable(prog) : onPath(prog, env);
 }
 
 /** The environment variable naming a platform's compiler: CC_linux_arm64, CC_linux_arm_v7. */

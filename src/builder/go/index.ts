@@ -25,7 +25,7 @@ import { formatPlatform, hostPlatform, type Platform, toGoEnv } from "../../plat
 import { exec as defaultExec, type Exec } from "../../util/exec.js";
 import type { BuildEvent, Builder, BuildResult, ImageSettings } from "../index.js";
 import { Semaphore } from "../../util/limit.js";
-import { downloadModules } from "./modules.js";
+import { downloadModules, findUp } from "./modules.js";
 import { type CgoOptions, type Compiler, linkFlags, missingFromBase, resolveCompilers } from "./cgo.js";
 import { elfLinkage } from "../../util/elf.js";
 import { Tree, TreeStore } from "../dockerfile/tree.js";
@@ -322,16 +322,10 @@ export class GoBuilder implements Builder {
   async #keptDir(): Promise<string> {
     const o = this.#o;
     const mains = [o.mainPackage, ...(o.extraMains ?? [])];
-    let id = o.dir;
-    for (let d = o.dir; ; d = path.dirname(d)) {
-      const gomod = await readFile(path.join(d, "go.mod"), "utf8").catch(() => undefined);
-      const mod = gomod && /^\s*module\s+("?)([^\s"]+)\1\s*$/m.exec(gomod)?.[2];
-      if (mod) {
-        id = `${mod}\0${path.relative(d, o.dir)}`;
-        break;
-      }
-      if (gomod !== undefined || path.dirname(d) === d) break;
-    }
+    const gomod = await findUp(o.dir, "go.mod");
+    const mod =
+      gomod && /^\s*module\s+("?)([^\s"]+)\1\s*$/m.exec(await readFile(gomod, "utf8").catch(() => ""))?.[2];
+    const id = gomod && mod ? `${mod}\0${path.relative(path.dirname(gomod), o.dir)}` : o.dir;
     const key = createHash("sha256")
       .update(`${id}\0${mains.join("\0")}`)
       .digest("hex")
@@ -484,9 +478,7 @@ export class GoBuilder implements Builder {
     for (const b of binaries) {
       const linkage = await elfLinkage(b.file);
       if (!linkage || (!linkage.interpreter && !linkage.needed.length)) continue;
-      tree ??= base
-        ? new TreeStore(path.join(this.#cache.dir, "trees")).tree(base.layers)
-        : Promise.resolve(new Tree());
+      tree ??= base ? TreeStore.of(this.#cache).tree(base.layers) : Promise.resolve(new Tree());
       const missing = missingFromBase(
         linkage,
         await tree,

@@ -25,8 +25,8 @@ const SETTINGS = [
   "GOWORK",
 ];
 
-/** Finds the go.mod above `dir` (the nearest), or undefined. */
-async function findUp(dir: string, name: string): Promise<string | undefined> {
+/** The nearest file of this name in `dir` or above it, or undefined. */
+export async function findUp(dir: string, name: string): Promise<string | undefined> {
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
     const f = path.join(d, name);
     if (await stat(f).catch(() => undefined)) return f;
