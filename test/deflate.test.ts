@@ -71,10 +71,13 @@ const cases: [string, Buffer][] = [
 
 function chunked(data: Buffer, sizes: number[]): Buffer {
   const parts: Uint8Array[] = [];
-  const enc = new GzipEncoder((c) => parts.push(c));
-  for (const piece of pieces(data, sizes)) enc.push(piece);
+  const enc = new GzipEncoder();
+  for (const piece of pieces(data, sizes)) {
+    enc.push(piece);
+    parts.push(...enc.take());
+  }
   enc.finish();
-  return Buffer.concat(parts);
+  return Buffer.concat([...parts, ...enc.take()]);
 }
 
 describe("gzip encoder", () => {
