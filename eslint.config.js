@@ -10,7 +10,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["bin/*.js", "eslint.config.js"] },
+        projectService: { allowDefaultProject: ["bin/*.js", "scripts/*.js", "eslint.config.js"] },
         tsconfigRootDir: import.meta.dirname,
       },
     },
