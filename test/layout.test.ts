@@ -1,7 +1,7 @@
 /** The layout store under concurrency and crashes (reliability.md LAY-01…03, LAY-05). */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdir, readFile, symlink, unlink, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -33,6 +33,42 @@ describe("OCI layout store", () => {
     const data = Buffer.from("abc");
     await assert.rejects(layout.putBlob({ digest: sha256("abd"), size: 3 }, [data]), /digest mismatch/);
     assert.deepEqual(await readdir(path.join(work, "bad", "blobs", "sha256")), []);
+  });
+
+  it("stores a local file by hard link on one file system and by copy across, checked either way", async () => {
+    const data = Buffer.alloc(3 << 20, 5);
+    data.write("a layer from the cache");
+    const desc = { digest: sha256(data), size: data.length };
+    const src = path.join(work, "cached-layer");
+    await writeFile(src, data);
+    const layout = await OciLayout.openOrCreate(path.join(work, "linked"));
+    assert.equal(await layout.putBlobFile(desc, src), true);
+    const [a, b] = [await stat(src), await stat(layout.blobPath(desc.digest))];
+    assert.equal(b.ino, a.ino, "the blob is the cache file's inode");
+    assert.equal(b.nlink, 2);
+    assert.equal(b.mode & 0o777, 0o444);
+    assert.equal(await layout.putBlobFile(desc, src), false, "already stored");
+    // /dev/shm is another file system (tmpfs): a copy, same bytes.
+    const shm = await mkdtemp("/dev/shm/polyarch-test-");
+    try {
+      const other = path.join(shm, "layer");
+      await writeFile(other, data);
+      const copied = await OciLayout.openOrCreate(path.join(work, "copied"));
+      assert.equal(await copied.putBlobFile(desc, other), true);
+      const c = await stat(copied.blobPath(desc.digest));
+      assert.notEqual(c.ino, (await stat(other)).ino);
+      assert.equal(c.nlink, 1);
+      assert.deepEqual(await readFile(copied.blobPath(desc.digest)), data);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
+    // Bytes that are not the descriptor's: refused, nothing named, no link or temp left.
+    const wrong = path.join(work, "wrong-layer");
+    await writeFile(wrong, "not it");
+    const refused = await OciLayout.openOrCreate(path.join(work, "refused"));
+    await assert.rejects(refused.putBlobFile({ digest: sha256("at it"), size: 6 }, wrong), /digest mismatch/);
+    assert.deepEqual(await readdir(path.join(work, "refused", "blobs", "sha256")), []);
+    assert.equal((await stat(wrong)).nlink, 1);
   });
 
   it("refuses symlinked blobs and a hostile index", async () => {

@@ -185,6 +185,7 @@ export function imageFromConfig(spec: {
     mediaType: MediaType.OCI_MANIFEST,
     platform: spec.platform,
     readBytes,
+    file: (d) => files.get(d.digest)?.file,
     open: (d) => {
       if (d.digest === configDesc.digest) {
         verifyBytes(rawConfig, d, "image config");

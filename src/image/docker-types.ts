@@ -52,6 +52,7 @@ async function dockerImage(image: Image, platform: Descriptor["platform"]): Prom
       });
     },
     open: (d) => image.blob(orig(d)),
+    ...(image.blobFile ? { file: (d: Descriptor) => image.blobFile!(orig(d)) } : {}),
   });
 }
 

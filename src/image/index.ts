@@ -28,6 +28,12 @@ export interface Image {
    * registry) verify as they read; every sink verifies what it stores.
    */
   blob(desc: Descriptor): AsyncIterable<Uint8Array>;
+  /**
+   * A file on this machine that holds the blob's bytes, when the image has one (layers a
+   * build wrote into the layer cache): a sink on the same file system may link it instead of
+   * copying. Not verified; the sink checks it as it checks any blob.
+   */
+  blobFile?(desc: Descriptor): string | undefined;
 }
 
 export interface Index {
@@ -49,6 +55,8 @@ export interface ImageCore {
   readBytes(desc: Descriptor, limit: number): Promise<Uint8Array>;
   /** Streams a blob, verified. */
   open(desc: Descriptor): AsyncIterable<Uint8Array>;
+  /** A local file holding the blob, if there is one (see Image.blobFile). */
+  file?(desc: Descriptor): string | undefined;
 }
 
 export function imageFromCore(core: ImageCore): Image {
@@ -79,6 +87,7 @@ export function imageFromCore(core: ImageCore): Image {
     rawConfig: getRawConfig,
     config: async () => parseConfig(await getRawConfig()),
     blob: (d) => core.open(d),
+    ...(core.file ? { blobFile: (d: Descriptor) => core.file!(d) } : {}),
   };
 }
 

@@ -10,6 +10,11 @@ export interface BlobSink {
     /** Opens the bytes; called again if the sink retries. */
     open: () => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   ): Promise<boolean>;
+  /**
+   * Stores a blob that is also a local file (Image.blobFile), e.g. by hard link; returns true
+   * when it wrote it. Without it the file is streamed through putBlob.
+   */
+  putBlobFile?(desc: Pick<Descriptor, "digest" | "size">, file: string): Promise<boolean>;
   /** Stores a manifest (a registry PUTs it by digest); without it manifests are blobs. */
   putManifest?(desc: Descriptor, raw: Uint8Array): Promise<boolean>;
 }
@@ -58,9 +63,14 @@ export async function writeArtifact(
   const put = (
     desc: Pick<Descriptor, "digest" | "size">,
     open: () => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    file?: string,
   ): Promise<void> =>
     once(desc.digest, async () => {
-      if (await sink.putBlob(desc, open)) written.add(desc.digest);
+      const stored =
+        file !== undefined && sink.putBlobFile
+          ? await sink.putBlobFile(desc, file)
+          : await sink.putBlob(desc, open);
+      if (stored) written.add(desc.digest);
     });
   // One write per artifact digest, however often it is reached: a second parent waits for it.
   const artifacts = new Map<Digest, Promise<void>>();
@@ -76,7 +86,7 @@ export async function writeArtifact(
   const writeOne = async (a: Artifact, desc: Descriptor): Promise<void> => {
     if (a.kind === "image") {
       const m = await a.manifest();
-      await Promise.all([m.config, ...m.layers].map((b) => put(b, () => a.blob(b))));
+      await Promise.all([m.config, ...m.layers].map((b) => put(b, () => a.blob(b), a.blobFile?.(b))));
     } else {
       const m = await a.manifest();
       await Promise.all(

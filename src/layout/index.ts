@@ -4,7 +4,9 @@
  *
  * Writes are crash-safe (reliability.md LAY-01…03, LAY-05):
  * 1. a blob goes to a temp file in the layout, is fsynced, its size and digest are checked,
- *    then it is renamed to its name and made read-only, and the directory is fsynced;
+ *    then it is renamed to its name and made read-only, and the directory is fsynced; a blob
+ *    that is already a file on the same file system (a layer in polyarch's cache, written and
+ *    fsynced there) is hard-linked to the temp name instead of copied, then checked the same;
  * 2. `index.json` is replaced by temp file + rename, under a lock, after every blob it names
  *    is stored, so a failed or killed write leaves the previous index in place;
  * 3. digests are validated before any path is built, and symlinked blobs are refused: every
@@ -14,8 +16,20 @@
  * 5. temp files of writers that were killed (`*.tmp-<pid>-*` whose process is gone) are
  *    removed by the next write, under the index lock.
  */
-import { constants } from "node:fs";
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { constants, createReadStream } from "node:fs";
+import {
+  chmod,
+  link,
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+} from "node:fs/promises";
 import path from "node:path";
 import {
   type Descriptor,
@@ -226,6 +240,39 @@ export class OciLayout {
       await rename(tmp, dest);
     } catch (e) {
       await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    await fsyncDir(path.dirname(dest));
+    return true;
+  }
+
+  /**
+   * Stores a blob that is the local file `file`: hard-linked when both are on one file system
+   * (no copy, and no second fsync: a link shares the data already on disk), copied as
+   * putBlob does otherwise. Either way its size and digest are checked before it gets its name,
+   * and it becomes read-only (a link shares its mode with `file`). Returns true when written.
+   */
+  async putBlobFile(desc: Pick<Descriptor, "digest" | "size">, file: string): Promise<boolean> {
+    if (await this.hasBlob(desc)) return false;
+    const dest = this.blobPath(desc.digest);
+    await mkdir(path.dirname(dest), { recursive: true });
+    const tmp = tempName(dest);
+    const read = (f: string) => createReadStream(f, { highWaterMark: 1 << 20 });
+    try {
+      await link(file, tmp);
+    } catch {
+      // Another file system (EXDEV), or links not allowed: copy.
+      return this.putBlob(desc, read(file));
+    }
+    try {
+      // What gets the name is checked: the linked inode, whatever happens to `file` meanwhile.
+      for await (const _chunk of verifyingStream(read(tmp), desc, `blob ${desc.digest}`)) {
+        // hashed by verifyingStream
+      }
+      await chmod(tmp, 0o444);
+      await rename(tmp, dest);
+    } catch (e) {
       await rm(tmp, { force: true });
       throw e;
     }

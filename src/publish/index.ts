@@ -121,7 +121,15 @@ export class LayoutPublisher implements Publisher {
     try {
       layout = await OciLayout.openOrCreate(abs);
       const store = layout;
-      await writeArtifact({ putBlob: (d, open) => store.putBlob(d, open()) }, artifact, undefined, written);
+      await writeArtifact(
+        {
+          putBlob: (d, open) => store.putBlob(d, open()),
+          putBlobFile: (d, file) => store.putBlobFile(d, file),
+        },
+        artifact,
+        undefined,
+        written,
+      );
       opts.signal?.throwIfAborted();
       const desc = await artifact.descriptor();
       await layout.setTags(
