@@ -33,6 +33,9 @@ await build({
   platform: "node",
   format: "esm",
   target: "node20",
+  // Loaded lazily with import(): a CommonJS package split into a chunk of its own would
+  // export only `default` there, so Node loads it from node_modules as it does unbundled.
+  external: ["tar-stream"],
   // CommonJS dependencies (dockerfile-ast's UMD modules) call require(): give them Node's.
   banner: {
     js: "import { createRequire as __polyarchRequire } from 'node:module'; const require = __polyarchRequire(import.meta.url);",

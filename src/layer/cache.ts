@@ -137,6 +137,8 @@ export class LayerCache {
     createdBy: string,
     pool: LayerPool,
   ): Promise<FileLayer & { cached: boolean }> {
+    // Whether the cache was empty is read before this process adds anything to it.
+    void this.#empty();
     // The same layer asked for at once (one COPY in every platform's build) is made once.
     const fp = await fingerprint(entries, tarOpts);
     let p = this.#inflight.get(fp.key);
@@ -155,7 +157,10 @@ export class LayerCache {
   readonly #inflight = new Map<string, Promise<FileLayer & { cached: boolean }>>();
   #emptyP: Promise<boolean> | undefined;
 
-  /** True when the cache holds no compressed layer of this encoder (checked once). */
+  /**
+   * True when the cache held no compressed layer of this encoder when this process first
+   * asked for a layer (checked once): layers this process adds are found by #inflight.
+   */
   #empty(): Promise<boolean> {
     this.#emptyP ??= readdir(path.join(this.dir, "layers", ENCODER_ID)).then(
       (n) => n.length === 0,
@@ -239,6 +244,9 @@ export class LayerCache {
  */
 const LAYER_FORMAT = "polyarch-layer-1";
 
+/** Files smaller than this are not read for a Go build ID. */
+const MIN_GO_BINARY = 256n * 1024n;
+
 function layerIndexFile(cacheDir: string, diffId: Digest): string {
   return path.join(cacheDir, "layers", ENCODER_ID, digestHex(diffId));
 }
@@ -265,7 +273,8 @@ async function fingerprint(
     if (e.type === "file") {
       if ("file" in e.source) {
         const st = await stat(e.source.file, { bigint: true });
-        const buildId = await readGoBuildId(e.source.file);
+        // No Go binary is this small (a stripped hello world is over 1 MB): not opened.
+        const buildId = st.size >= MIN_GO_BINARY ? await readGoBuildId(e.source.file) : undefined;
         if (buildId) goBinary = true;
         // Go re-touches an up-to-date binary's mtime, so its build ID (whose last part hashes
         // the linked file) is the stable key; other files use their stat identity.
