@@ -255,21 +255,43 @@ export class GzipEncoder {
   #dCode = new Int32Array(30);
 
   /** Raw deflate of one segment (no gzip frame), started from a dictionary: see deflateSegment. */
-  readonly #raw: boolean;
+  #raw: boolean;
   /** Input bytes compressed so far (segment boundaries are multiples of SEGMENT_SIZE). */
   #consumed = 0;
 
   constructor(raw?: { dictionary: Uint8Array }) {
     this.#raw = raw !== undefined;
-    if (raw) {
-      const dict = raw.dictionary.subarray(Math.max(0, raw.dictionary.length - WINDOW));
-      this.#buf.set(dict, 0);
-      this.#pos = this.#end = dict.length;
-      this.#prime();
-    } else {
+    if (raw) this.#startRaw(raw.dictionary);
+    else {
       this.#out.set(GZIP_HEADER);
       this.#op = GZIP_HEADER.length;
     }
+  }
+
+  #startRaw(dictionary: Uint8Array): void {
+    const dict = dictionary.subarray(Math.max(0, dictionary.length - WINDOW));
+    this.#buf.set(dict, 0);
+    this.#pos = this.#end = dict.length;
+    this.#prime();
+  }
+
+  /**
+   * Starts over as a raw encoder of a new segment from `dictionary`, keeping this encoder's
+   * buffers (about 1 MB): a worker compressing segment after segment makes no garbage for
+   * them. The bytes out are those of a new encoder.
+   */
+  restartRaw(dictionary: Uint8Array): void {
+    this.#raw = true;
+    this.#offset = 0;
+    this.#op = 0;
+    this.#bits = 0;
+    this.#nbits = 0;
+    this.#crc = 0;
+    this.#size = 0;
+    this.#done = false;
+    this.#consumed = 0;
+    this.#chunks = [];
+    this.#startRaw(dictionary);
   }
 
   /** Enters the WINDOW bytes before #pos into an empty match table, in order (deflateSetDictionary). */
@@ -686,6 +708,9 @@ function runLengths(seq: Uint8Array): number {
   return n;
 }
 
+/** The encoder deflateSegment restarts for its next segment on this thread. */
+let spareEncoder: GzipEncoder | undefined;
+
 /**
  * Raw deflate of one segment of a stream: `data` (at most SEGMENT_SIZE bytes, starting on a
  * segment boundary), started from `dictionary` (the WINDOW bytes before it; empty for the
@@ -696,7 +721,11 @@ function runLengths(seq: Uint8Array): number {
  */
 export function deflateSegment(dictionary: Uint8Array, data: Uint8Array, last: boolean): Uint8Array {
   if (data.length > SEGMENT_SIZE) throw new Error("deflateSegment: more than one segment of input");
-  const enc = new GzipEncoder({ dictionary });
+  // One encoder per thread, restarted for each segment (this function never yields).
+  let enc = spareEncoder;
+  spareEncoder = undefined;
+  if (enc) enc.restartRaw(dictionary);
+  else enc = new GzipEncoder({ dictionary });
   if (last) {
     enc.push(data);
     enc.finish();
@@ -709,6 +738,7 @@ export function deflateSegment(dictionary: Uint8Array, data: Uint8Array, last: b
   }
   // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
   const parts = enc.take();
+  spareEncoder = enc;
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

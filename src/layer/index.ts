@@ -100,9 +100,6 @@ export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
   return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
 }
 
-/** Bytes per read of a file going into a layer. */
-const READ_CHUNK = 1024 * 1024;
-
 /** Streams the tar bytes of already-normalised entries. */
 async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
   const mtime = opts.mtime;
@@ -158,11 +155,7 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
       const size = (await stat(file)).size;
       yield* headerBlocks({ ...common, ...xattrs, name: e.path, type: "file", mode: e.mode, size });
       let written = 0;
-      // Large reads: each chunk costs a round trip through the thread pool and the encoder's
-      // callers, so 1 MiB instead of the stream default of 64 KiB (~140 trips for a Go binary).
-      for await (const chunk of createReadStream(file, {
-        highWaterMark: READ_CHUNK,
-      }) as AsyncIterable<Buffer>) {
+      for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
         written += chunk.length;
         if (written > size) break;
         yield chunk;
