@@ -114,6 +114,13 @@ describe("reproducible layers", () => {
         assert.deepEqual(await readFile(got.file), await readFile(want.file), `${workers} workers`);
         assert.deepEqual({ ...got, file: "" }, { ...want, file: "" });
         assert.deepEqual(await readFile(gotSmall.file), await readFile(wantSmall.file));
+        // Again on the same pool: segments now go out in buffers the workers gave back.
+        const again = await pool.writeLayer(entries(), opts, path.join(dir, `pool-again-${workers}.tgz`));
+        assert.deepEqual(
+          await readFile(again.file),
+          await readFile(want.file),
+          `${workers} workers, reused buffers`,
+        );
       } finally {
         await pool.close();
       }

@@ -11,7 +11,11 @@ interface Job {
 parentPort?.on("message", (msg: Job) => {
   try {
     const out = deflateSegment(msg.dictionary, msg.data, msg.last);
-    parentPort?.postMessage({ out }, [out.buffer as ArrayBuffer]);
+    // The input goes back too, for the pool to fill with the next segment.
+    parentPort?.postMessage({ out, data: msg.data }, [
+      out.buffer as ArrayBuffer,
+      msg.data.buffer as ArrayBuffer,
+    ]);
   } catch (e) {
     parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
   }
