@@ -2,8 +2,9 @@
  * Layer compression in worker threads. The main thread streams each layer's tar, hashes it
  * (diffID) and cuts it into segments (deflate.ts, SEGMENT_SIZE); workers compress segments
  * as they come, so one big layer (over INLINE_BYTES) uses every core, and several layers
- * share the workers; smaller layers stay on the main thread (see writeLayer). The bytes are exactly those of the sequential encoder (`writeLayer` on
- * the main thread): the segments are part of the format, not of the scheduling.
+ * share the workers; smaller layers stay on the main thread (see writeLayer). The bytes are
+ * exactly those of the sequential encoder (`writeLayer` on the main thread): the segments
+ * are part of the format, not of the scheduling.
  *
  * Memory is bounded: at most `2 × workers + 1` segments of a layer are in flight before the
  * oldest is written out.
@@ -120,9 +121,9 @@ export class LayerPool {
    * are being compressed at once; only a bigger one goes to the workers, a segment at a time.
    * Workers cost more than they give while anything else keeps the cores busy: each boots and
    * warms its own JIT, and two encoders side by side run slower per byte. Measured on 2 cores,
-   * six 9 MB binaries of a one-line edit while their go builds run: this process used 2.7–3.2
-   * CPU-seconds this way against 4.1–4.3 when a second binary went to the workers, and the
-   * build took 6.0–6.6 s against 6.9 s. A 512 MiB layer still gains from them (13 s against
+   * six 9 MB binaries of a one-line edit while their go builds run: this process used 2.4–3.2
+   * CPU-seconds this way against 4.1–4.9 when a second binary went to the workers, and the
+   * build took 5.4–7.0 s against 6.9–7.7 s. A 512 MiB layer still gains from them (13 s against
    * 19 s).
    */
   async writeLayer(entries: LayerEntry[], opts: TarOptions, dest: string): Promise<LayerBlob> {
