@@ -717,9 +717,15 @@ let spareEncoder: GzipEncoder | undefined;
  * first segment). A segment that is not the last ends with the sync flush the sequential
  * encoder writes at that boundary; the last one ends its final block (padded to a byte). The
  * gzip header, these segments in order, and gzipTrailer(crc32, size) of the whole input are
- * exactly the bytes GzipEncoder writes for that input.
+ * exactly the bytes GzipEncoder writes for that input. The bytes are copied into `into` when
+ * they fit (a view of it is returned), else into a new buffer.
  */
-export function deflateSegment(dictionary: Uint8Array, data: Uint8Array, last: boolean): Uint8Array {
+export function deflateSegment(
+  dictionary: Uint8Array,
+  data: Uint8Array,
+  last: boolean,
+  into?: Uint8Array,
+): Uint8Array {
   if (data.length > SEGMENT_SIZE) throw new Error("deflateSegment: more than one segment of input");
   // One encoder per thread, restarted for each segment (this function never yields).
   let enc = spareEncoder;
@@ -739,7 +745,8 @@ export function deflateSegment(dictionary: Uint8Array, data: Uint8Array, last: b
   // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
   const parts = enc.take();
   spareEncoder = enc;
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  const n = parts.reduce((k, p) => k + p.length, 0);
+  const out = into && into.length >= n ? into.subarray(0, n) : new Uint8Array(n);
   let o = 0;
   for (const p of parts) {
     out.set(p, o);

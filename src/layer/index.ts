@@ -5,7 +5,6 @@
  * whose output has changed between releases (nodejs/node#33610, nodejs/node#50138). Same
  * entries → same bytes → same digests, on any Node version.
  */
-import { createReadStream } from "node:fs";
 import { lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { type Descriptor, type Digest, Digester } from "../digest/index.js";
@@ -100,9 +99,18 @@ export function normalizeEntries(entries: readonly LayerEntry[]): LayerEntry[] {
   return [...byPath.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
 }
 
-/** Streams the tar bytes of already-normalised entries. */
+/** Bytes read from a file at a time; one buffer per stream, filled again for every read. */
+const READ_BYTES = 64 * 1024;
+
+/**
+ * Streams the tar bytes of already-normalised entries. A chunk of a file's contents is only
+ * valid until the next chunk is asked for: files are read into one buffer, over and over, so
+ * a 512 MiB layer does not leave 8,000 dead buffers for the garbage collector (every consumer
+ * hashes or copies each chunk before it asks for the next).
+ */
 async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
   const mtime = opts.mtime;
+  let buf: Buffer | undefined;
   for (const e of entries) {
     if (e.type === "whiteout") {
       const dir = path.posix.dirname(e.path);
@@ -155,10 +163,18 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
       const size = (await stat(file)).size;
       yield* headerBlocks({ ...common, ...xattrs, name: e.path, type: "file", mode: e.mode, size });
       let written = 0;
-      for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
-        written += chunk.length;
-        if (written > size) break;
-        yield chunk;
+      buf ??= Buffer.allocUnsafe(READ_BYTES);
+      const fh = await open(file, "r");
+      try {
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) break;
+          written += bytesRead;
+          if (written > size) break;
+          yield buf.subarray(0, bytesRead);
+        }
+      } finally {
+        await fh.close();
       }
       if (written !== size) throw tarError(`${file} changed size while it was written into a layer`);
       yield padding(size);

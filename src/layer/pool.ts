@@ -27,6 +27,12 @@ import {
 /** Layers of up to this many bytes are compressed on the calling thread (see writeLayer). */
 const INLINE_BYTES = 16 * 1024 * 1024;
 
+/**
+ * Size of the output buffers workers write into: more than any segment compresses to (the
+ * encoder never writes more than a stored block's 5 bytes per 64 KiB on top of the input).
+ */
+const OUT_BYTES = SEGMENT_SIZE + 4096;
+
 /** Bytes of history a segment starts from (deflate's window). */
 const WINDOW = 32 * 1024;
 
@@ -34,6 +40,7 @@ interface Task {
   dictionary: Uint8Array;
   data: Uint8Array;
   last: boolean;
+  out: Uint8Array;
   resolve: (out: Uint8Array) => void;
   reject: (e: unknown) => void;
 }
@@ -50,6 +57,8 @@ export class LayerPool {
    * tens of megabytes of them pile up before it runs.
    */
   #free: Uint8Array[] = [];
+  /** Output buffers, likewise: a worker writes a segment's compressed bytes into one. */
+  #freeOut: Uint8Array[] = [];
   #closed = false;
 
   readonly #inlineLimit: number;
@@ -102,7 +111,10 @@ export class LayerPool {
       const w = this.#idle.pop()!;
       const t = this.#queue.shift()!;
       this.#running.set(w, t);
-      w.postMessage({ dictionary: t.dictionary, data: t.data, last: t.last }, [t.data.buffer as ArrayBuffer]);
+      w.postMessage({ dictionary: t.dictionary, data: t.data, last: t.last, out: t.out }, [
+        t.data.buffer as ArrayBuffer,
+        t.out.buffer as ArrayBuffer,
+      ]);
     }
   }
 
@@ -110,7 +122,14 @@ export class LayerPool {
     if (this.#closed) return Promise.reject(new Error("LayerPool: closed"));
     this.#start();
     return new Promise((resolve, reject) => {
-      this.#queue.push({ dictionary, data, last, resolve, reject });
+      this.#queue.push({
+        dictionary,
+        data,
+        last,
+        out: this.#freeOut.pop() ?? new Uint8Array(OUT_BYTES),
+        resolve,
+        reject,
+      });
       this.#dispatch();
     });
   }
@@ -143,6 +162,11 @@ export class LayerPool {
       compressed.update(b);
       await fh.write(b);
     };
+    // A segment's compressed bytes, written; then its buffer is the pool's again.
+    const writeOut = async (b: Uint8Array) => {
+      await write(b);
+      this.#recycle(b);
+    };
     // 1. Segments go out in order, each with the WINDOW bytes before it; a full one waits
     //    until more input shows it is not the last.
     let prevTail = new Uint8Array(0);
@@ -156,7 +180,7 @@ export class LayerPool {
       const p = this.#compress(dictionary, data, last);
       p.catch(() => {}); // awaited in order below
       inflight.push(p);
-      while (inflight.length > 2 * this.#size + 1) await write(await inflight.shift()!);
+      while (inflight.length > 2 * this.#size + 1) await writeOut(await inflight.shift()!);
     };
     try {
       await write(GZIP_HEADER);
@@ -186,7 +210,7 @@ export class LayerPool {
         if (held) await send(held, false);
         await send(seg.slice(0, fill), true);
       }
-      while (inflight.length) await write(await inflight.shift()!);
+      while (inflight.length) await writeOut(await inflight.shift()!);
       await write(gzipTrailer(crc, uncompressed.size));
       await fh.sync();
       await fh.close();
@@ -198,6 +222,13 @@ export class LayerPool {
       throw e;
     }
     return layerBlob(compressed, uncompressed, dest);
+  }
+
+  /** Keeps a worker's output buffer for the next segment (a bounded number of them). */
+  #recycle(out: Uint8Array): void {
+    const b = out.buffer as ArrayBuffer;
+    if (b.byteLength === OUT_BYTES && this.#freeOut.length < 2 * this.#size + 2)
+      this.#freeOut.push(new Uint8Array(b));
   }
 
   async close(): Promise<void> {
