@@ -59,6 +59,11 @@ export async function polyarch(
   });
 }
 
+/** `build -f <ctx>/Dockerfile <ctx> -p <platforms>`: the start of a Dockerfile build's arguments. */
+export function dockerfileBuild(ctx: string, platforms = "linux/amd64,linux/arm64"): string[] {
+  return ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "-p", platforms];
+}
+
 export async function cleanup(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }

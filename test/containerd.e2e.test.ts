@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type RunningContainerd, startContainerd } from "../src/testing/containerd.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
-import { cleanup, polyarch, tempDir, unameContext } from "./_fixture.js";
+import { cleanup, dockerfileBuild, polyarch, tempDir, unameContext } from "./_fixture.js";
 
 let work: string;
 let ctd: RunningContainerd;
@@ -31,21 +31,9 @@ describe("containerd as the consumer", () => {
     await unameContext(ctx);
     const image = `${reg.host}/ctd/uname:1`;
     const tarball = path.join(work, "uname.tar");
-    const r = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "--push",
-        image,
-        "-o",
-        `tarball:${tarball}`,
-      ],
-      { env: { POLYARCH_CACHE_DIR: path.join(work, "cache") } },
-    );
+    const r = await polyarch([...dockerfileBuild(ctx), "--push", image, "-o", `tarball:${tarball}`], {
+      env: { POLYARCH_CACHE_DIR: path.join(work, "cache") },
+    });
     assert.equal(r.code, 0, r.stderr);
     const digest = /@(sha256:[a-f0-9]{64})/.exec(r.stdout)?.[1];
     assert.ok(digest, r.stdout);

@@ -17,6 +17,7 @@ import { eventually, freePort, httpGet } from "../src/testing/tools.js";
 import {
   ARM_BUSYBOX,
   cleanup,
+  dockerfileBuild,
   gitExample,
   gitRepo,
   helloPerArch,
@@ -41,12 +42,7 @@ function onEngine(ctx: string, image: string, extra: string[] = []) {
   const endpoint = `docker+${engine.host}?network=host`;
   return polyarch(
     [
-      "build",
-      "-f",
-      path.join(ctx, "Dockerfile"),
-      ctx,
-      "-p",
-      "linux/amd64,linux/arm64",
+      ...dockerfileBuild(ctx),
       "--builder",
       `linux/amd64=${endpoint}`,
       "--builder",
@@ -96,12 +92,7 @@ before(async () => {
   base = `${reg.host}/base/busybox:1`;
   const r = await polyarch(
     [
-      "build",
-      "-f",
-      path.join(ctx, "Dockerfile"),
-      ctx,
-      "-p",
-      "linux/amd64,linux/arm64",
+      ...dockerfileBuild(ctx),
       "--push",
       base,
       // 1-amd64 and 1-arm64 as well: seed 003 picks its base per architecture by tag.
@@ -275,21 +266,9 @@ describe("the Docker engine as a Dockerfile builder and as the consumer", () => 
       /OCI manifest found|unsupported manifest|no such manifest/,
     );
     const dockerTyped = `${reg.host}/seed001/app:docker`;
-    const d = await polyarch(
-      [
-        "build",
-        "-f",
-        path.join(ctx, "Dockerfile"),
-        ctx,
-        "-p",
-        "linux/amd64,linux/arm64",
-        "--media-types",
-        "docker",
-        "--push",
-        dockerTyped,
-      ],
-      { env: env() },
-    );
+    const d = await polyarch([...dockerfileBuild(ctx), "--media-types", "docker", "--push", dockerTyped], {
+      env: env(),
+    });
     assert.equal(d.code, 0, d.stderr);
     const list = JSON.parse(await engine.docker(["manifest", "inspect", "--insecure", dockerTyped])) as {
       mediaType: string;

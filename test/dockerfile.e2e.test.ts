@@ -12,7 +12,16 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parsePlatform } from "../src/platform/index.js";
 import { eventually, httpGet, mustRun, runUnpacked } from "../src/testing/tools.js";
-import { ARM_BUSYBOX, cleanup, gitRepo, helloPerArch, minbaseLayout, polyarch, tempDir } from "./_fixture.js";
+import {
+  ARM_BUSYBOX,
+  cleanup,
+  dockerfileBuild,
+  gitRepo,
+  helloPerArch,
+  minbaseLayout,
+  polyarch,
+  tempDir,
+} from "./_fixture.js";
 
 let work: string;
 let busybox: string; // an amd64 base with busybox and /etc/passwd, made by buildah
@@ -877,12 +886,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
       const out = path.join(work, "bkmap-out");
       const r = await polyarch(
         [
-          "build",
-          "-f",
-          path.join(ctx, "Dockerfile"),
-          ctx,
-          "-p",
-          "linux/amd64,linux/arm64",
+          ...dockerfileBuild(ctx),
           "--builder",
           `linux/amd64=${daemons[0]!.addr}`,
           "--builder",

@@ -17,11 +17,11 @@ function cgoPlatforms(c: ResolvedConfig): Platform[] {
   return c.images.filter((im) => im.cgo).flatMap((im) => im.platforms.value);
 }
 
-/** The apt-get line that installs the C toolchains a cgo build needs, or undefined. */
-function aptToolchains(platforms: Platform[], hostArch: string, sudo: string): string | undefined {
+/** The apt-get line (with sudo, as on GitHub's runners) that installs the C toolchains a cgo build needs, or undefined. */
+function aptToolchains(platforms: Platform[], hostArch: string): string | undefined {
   const pkgs = cToolchainPackages(platforms, hostArch);
   return pkgs.length
-    ? `${sudo}apt-get update -qq && ${sudo}apt-get install -y -qq --no-install-recommends ${pkgs.join(" ")}`
+    ? `sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends ${pkgs.join(" ")}`
     : undefined;
 }
 
@@ -69,10 +69,7 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
   const on = { push: { branches: ["main"], tags: ["v*"] }, workflow_dispatch: {} };
   // cgo images: the C compilers for their platforms (Debian's cross toolchains).
   const cgo = cgoPlatforms(c);
-  const toolchains = (hostArch: string, platforms = cgo) => {
-    const line = aptToolchains(platforms, hostArch, "sudo ");
-    return line ? [{ name: "C toolchains (cgo)", run: line }] : [];
-  };
+  const cgoLine = aptToolchains(cgo, "amd64");
   if (!split) {
     return stringify({
       name: "polyarch",
@@ -84,7 +81,7 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
           "runs-on": "ubuntu-latest",
           steps: [
             ...setup,
-            ...toolchains("amd64"),
+            ...(cgoLine ? [{ name: "C toolchains (cgo)", run: cgoLine }] : []),
             { name: "Info", run: `${polyarch} info` },
             { name: "Run", id: "run", run: `${polyarch} run` },
           ],
@@ -108,7 +105,6 @@ export function githubWorkflow(c: ResolvedConfig, split: boolean, polyarch = "np
             const line = aptToolchains(
               cgo.filter((q) => formatPlatform(q) === p),
               runner.endsWith("-arm") ? "arm64" : "amd64",
-              "sudo ",
             );
             return { platform: p, slug: platformSlug(p), runner, ...(line ? { toolchains: line } : {}) };
           }),

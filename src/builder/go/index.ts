@@ -141,7 +141,7 @@ export class GoBuilder implements Builder {
 
   /** The main package and the extra ones, checked to be main packages with distinct names. */
   async #resolvePackages(signal?: AbortSignal): Promise<GoPackage[]> {
-    const all = [this.#o.mainPackage, ...(this.#o.extraMains ?? [])];
+    const all = this.#mains;
     const pkgs = await Promise.all(all.map((m) => this.#resolvePackage(m, signal)));
     const seen = new Map<string, string>();
     for (const [i, p] of pkgs.entries()) {
@@ -264,7 +264,7 @@ export class GoBuilder implements Builder {
     const slots = o.limiter ?? new Semaphore(Math.max(1, o.jobs));
     // The binaries kept for this module seed a checkout's output directory, so go links only
     // what is out of date (nothing, for a new checkout of unchanged code).
-    const keptP = this.#keptDir();
+    const binP = this.#binDirs();
     try {
       const staticP = pkgP.then((pkg) => this.#staticLayer(pkg, tarOpts, emit, pool));
       staticP.catch(() => {});
@@ -274,7 +274,7 @@ export class GoBuilder implements Builder {
             await modulesP;
             return await this.#platformImage(
               platform,
-              await keptP,
+              await binP,
               pkgsP,
               staticP,
               slots,
@@ -312,30 +312,42 @@ export class GoBuilder implements Builder {
     }
   }
 
+  /** The main packages built into the image, DIR's first. */
+  get #mains(): string[] {
+    return [this.#o.mainPackage, ...(this.#o.extraMains ?? [])];
+  }
+
   /**
-   * Where the last binaries of this package are kept, per platform: keyed by the module path
-   * and the package's place in it — not by the checkout's directory — so a new checkout of the
-   * same code finds them. go build decides from each binary's build ID whether it is up to date
-   * (with -trimpath that ID does not depend on the directory), so a stale or foreign binary here
-   * only costs the link it would have cost anyway.
+   * Where binaries go, per platform below each: `out`, this checkout's own output directory
+   * (by its directory), and `kept`, where the last binaries of this package are kept (by the
+   * module path and the package's place in it — not by the checkout's directory — so a new
+   * checkout of the same code finds them). go build decides from each binary's build ID
+   * whether it is up to date (with -trimpath that ID does not depend on the directory), so a
+   * stale or foreign binary in `kept` only costs the link it would have cost anyway.
    */
-  async #keptDir(): Promise<string> {
+  async #binDirs(): Promise<{ out: string; kept: string }> {
     const o = this.#o;
-    const mains = [o.mainPackage, ...(o.extraMains ?? [])];
     const gomod = await findUp(o.dir, "go.mod");
     const mod =
       gomod && /^\s*module\s+("?)([^\s"]+)\1\s*$/m.exec(await readFile(gomod, "utf8").catch(() => ""))?.[2];
-    const id = gomod && mod ? `${mod}\0${path.relative(path.dirname(gomod), o.dir)}` : o.dir;
-    const key = createHash("sha256")
-      .update(`${id}\0${mains.join("\0")}`)
-      .digest("hex")
-      .slice(0, 16);
-    return path.join(o.cacheDir, "bin", key);
+    const dir = (id: string) =>
+      path.join(
+        o.cacheDir,
+        "bin",
+        createHash("sha256")
+          .update(`${id}\0${this.#mains.join("\0")}`)
+          .digest("hex")
+          .slice(0, 16),
+      );
+    return {
+      out: dir(o.dir),
+      kept: dir(gomod && mod ? `${mod}\0${path.relative(path.dirname(gomod), o.dir)}` : o.dir),
+    };
   }
 
   async #platformImage(
     platform: Platform,
-    kept: string,
+    bin: { out: string; kept: string },
     pkgsP: Promise<GoPackage[]>,
     staticP: Promise<FileLayer | undefined>,
     slots: Semaphore,
@@ -347,15 +359,10 @@ export class GoBuilder implements Builder {
   ): Promise<Image> {
     const o = this.#o;
     const isWindows = platform.os === "windows";
-    const mains = [o.mainPackage, ...(o.extraMains ?? [])];
-    // This checkout's output directory, as before; what it lacks comes from the kept binaries.
-    const pkgKey = createHash("sha256")
-      .update(`${o.dir}\0${mains.join("\0")}`)
-      .digest("hex")
-      .slice(0, 16);
+    // This checkout's output directory; what it lacks comes from the kept binaries.
     const platKey = formatPlatform(platform).replaceAll("/", "-");
-    const outDir = path.join(o.cacheDir, "bin", pkgKey, platKey);
-    const keptDir = path.join(kept, platKey);
+    const outDir = path.join(bin.out, platKey);
+    const keptDir = path.join(bin.kept, platKey);
     await mkdir(outDir, { recursive: true });
     await seedFrom(keptDir, outDir);
     const ms = await slots.run(async () => {
@@ -370,7 +377,7 @@ export class GoBuilder implements Builder {
       const tags = [...(o.buildTags ?? []), ...link.tags.filter((t) => !o.buildTags?.includes(t))];
       if (tags.length) args.push(`-tags=${tags.join(",")}`);
       // With -o <dir>/, go build writes each main package's binary into the directory.
-      args.push("--", ...mains);
+      args.push("--", ...this.#mains);
       const r = await this.#go(args, { ...toGoEnv(platform), ...this.#cgoEnv(platform) }, signal);
       if (r.code !== 0) {
         throw new PolyarchError({
