@@ -395,9 +395,29 @@ export class GzipEncoder {
 
   #emit(): void {
     if (this.#op === 0) return;
-    this.#chunks.push(this.#out.slice(0, this.#op));
+    const sink = this.#sink;
+    if (sink && this.#chunks.length === 0 && this.#sunk + this.#op <= sink.length) {
+      sink.set(this.#out.subarray(0, this.#op), this.#sunk);
+      this.#sunk += this.#op;
+    } else this.#chunks.push(this.#out.slice(0, this.#op));
     this.#op = 0;
   }
+
+  /**
+   * A buffer the compressed bytes are copied into, from the start, while they fit (what does
+   * not fit is collected as usual); `undefined` stops it. Returns how many bytes the previous
+   * sink received. A worker compressing segment after segment so makes no per-block arrays:
+   * dead ones pile up outside its small heap (30+ MB each) before its collector notices.
+   */
+  sinkInto(sink: Uint8Array | undefined): number {
+    const n = this.#sunk;
+    this.#sink = sink;
+    this.#sunk = 0;
+    return n;
+  }
+
+  #sink: Uint8Array | undefined;
+  #sunk = 0;
 
   /** The compressed bytes written since the last call, in order. */
   take(): Uint8Array[] {
@@ -717,7 +737,7 @@ let spareEncoder: GzipEncoder | undefined;
  * first segment). A segment that is not the last ends with the sync flush the sequential
  * encoder writes at that boundary; the last one ends its final block (padded to a byte). The
  * gzip header, these segments in order, and gzipTrailer(crc32, size) of the whole input are
- * exactly the bytes GzipEncoder writes for that input. The bytes are copied into `into` when
+ * exactly the bytes GzipEncoder writes for that input. The bytes are written into `into` when
  * they fit (a view of it is returned), else into a new buffer.
  */
 export function deflateSegment(
@@ -732,6 +752,7 @@ export function deflateSegment(
   spareEncoder = undefined;
   if (enc) enc.restartRaw(dictionary);
   else enc = new GzipEncoder({ dictionary });
+  enc.sinkInto(into);
   if (last) {
     enc.push(data);
     enc.finish();
@@ -742,12 +763,14 @@ export function deflateSegment(
     enc.push(data.subarray(0, SEGMENT_SIZE - BLOCK_SIZE));
     enc.flushSegment(data.subarray(SEGMENT_SIZE - BLOCK_SIZE));
   }
-  // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
+  const sunk = enc.sinkInto(undefined);
   const parts = enc.take();
   spareEncoder = enc;
-  const n = parts.reduce((k, p) => k + p.length, 0);
-  const out = into && into.length >= n ? into.subarray(0, n) : new Uint8Array(n);
-  let o = 0;
+  if (into && !parts.length) return into.subarray(0, sunk);
+  // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
+  const out = new Uint8Array(parts.reduce((k, p) => k + p.length, sunk));
+  if (into) out.set(into.subarray(0, sunk));
+  let o = sunk;
   for (const p of parts) {
     out.set(p, o);
     o += p.length;

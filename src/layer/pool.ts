@@ -9,7 +9,8 @@
  * Memory is bounded: at most `2 × workers + 1` segments of a layer are in flight before the
  * oldest is written out.
  */
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { statSync } from "node:fs";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { Digester } from "../digest/index.js";
@@ -147,9 +148,11 @@ export class LayerPool {
    */
   async writeLayer(entries: LayerEntry[], opts: TarOptions, dest: string): Promise<LayerBlob> {
     let bytes = 0;
-    for (const e of entries)
+    for (const e of entries) {
       if (e.type === "file")
-        bytes += "data" in e.source ? e.source.data.byteLength : (await stat(e.source.file)).size;
+        bytes += "data" in e.source ? e.source.data.byteLength : statSync(e.source.file).size;
+      if (bytes > this.#inlineLimit) break;
+    }
     if (bytes <= this.#inlineLimit) return writeLayer(entries, opts, dest);
     await mkdir(path.dirname(dest), { recursive: true });
     const tmp = `${dest}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
