@@ -13,6 +13,7 @@ import {
   entriesFromDirectory,
   type LayerEntry,
   normalizeEntries,
+  utf8Order,
   writeLayer,
 } from "../src/layer/index.js";
 import { noise } from "./_data.js";
@@ -193,6 +194,32 @@ describe("reproducible layers", () => {
         ]),
       /both a directory/,
     );
+  });
+
+  it("orders paths by their UTF-8 bytes, astral characters after U+E000–U+FFFF", () => {
+    const names = [
+      "a",
+      "ab",
+      "a/b",
+      "a-b",
+      "é",
+      "\uffff",
+      "\ue000",
+      "\ud7ff",
+      "😀",
+      "𝄞x",
+      "z",
+      "\u00ff",
+      "A",
+      "",
+    ];
+    for (const a of names)
+      for (const b of names)
+        assert.equal(
+          Math.sign(utf8Order(a, b)),
+          Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b))),
+          `${JSON.stringify(a)} vs ${JSON.stringify(b)}`,
+        );
   });
 
   it("takes static files from a directory and refuses symlinks that leave it", async () => {

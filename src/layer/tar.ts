@@ -17,7 +17,7 @@ export interface TarHeader {
   mtime: number;
   linkname?: string;
   /** Extended attributes, values as bytes. */
-  xattrs?: [string, Uint8Array][];
+  xattrs?: [string, Uint8Array][] | undefined;
 }
 
 const BLOCK = 512;
@@ -28,47 +28,55 @@ function octal(value: number, width: number): string {
   return s.length > width ? `${"7".repeat(width)} ` : `${s.padStart(width, "0")} `;
 }
 
+type UstarFields = Omit<TarHeader, "xattrs" | "type"> & { type: keyof typeof TYPEFLAG };
+
 /** One ustar header block; undefined when the name or link target needs PAX. */
-function ustar(h: Omit<TarHeader, "xattrs" | "type"> & { type: keyof typeof TYPEFLAG }): Buffer | undefined {
+function ustar(h: UstarFields): Buffer | undefined {
+  const b = Buffer.alloc(BLOCK);
+  return ustarAt(h, b, 0) ? b : undefined;
+}
+
+/** Writes one ustar header block into b[at, at + 512); false (nothing written) when it needs PAX. */
+function ustarAt(h: UstarFields, b: Buffer, at: number): boolean {
   let name = h.name;
   let prefix = "";
-  if (Buffer.byteLength(name) !== name.length) return undefined; // not ASCII
+  if (Buffer.byteLength(name) !== name.length) return false; // not ASCII
   while (name.length > 100) {
     const i = name.indexOf("/");
-    if (i === -1) return undefined;
+    if (i === -1) return false;
     prefix += prefix ? `/${name.slice(0, i)}` : name.slice(0, i);
     name = name.slice(i + 1);
   }
-  if (prefix.length > 155) return undefined;
-  if (h.linkname && Buffer.byteLength(h.linkname) > 100) return undefined;
-  const b = Buffer.alloc(BLOCK);
-  b.write(name, 0);
-  b.write(octal(h.mode & 0o7777, 6), 100);
-  b.write(octal(h.uid, 6), 108);
-  b.write(octal(h.gid, 6), 116);
+  if (prefix.length > 155) return false;
+  if (h.linkname && Buffer.byteLength(h.linkname) > 100) return false;
+  b.fill(0, at, at + BLOCK);
+  b.write(name, at);
+  b.write(octal(h.mode & 0o7777, 6), at + 100);
+  b.write(octal(h.uid, 6), at + 108);
+  b.write(octal(h.gid, 6), at + 116);
   const size = h.size.toString(8);
   if (size.length > 11) {
     // base-256 for sizes of 8 GiB and more
-    b[124] = 0x80;
+    b[at + 124] = 0x80;
     let n = h.size;
     for (let i = 11; i > 0; i--) {
-      b[124 + i] = n & 0xff;
+      b[at + 124 + i] = n & 0xff;
       n = Math.floor(n / 0x100);
     }
-  } else b.write(octal(h.size, 11), 124);
-  b.write(octal(Math.floor(h.mtime), 11), 136);
-  b.write(TYPEFLAG[h.type], 156);
-  if (h.linkname) b.write(h.linkname, 157);
-  b.write("ustar\0", 257, "latin1");
-  b.write("00", 263);
-  b.write(octal(0, 6), 329);
-  b.write(octal(0, 6), 337);
-  if (prefix) b.write(prefix, 345);
+  } else b.write(octal(h.size, 11), at + 124);
+  b.write(octal(Math.floor(h.mtime), 11), at + 136);
+  b.write(TYPEFLAG[h.type], at + 156);
+  if (h.linkname) b.write(h.linkname, at + 157);
+  b.write("ustar\0", at + 257, "latin1");
+  b.write("00", at + 263);
+  b.write(octal(0, 6), at + 329);
+  b.write(octal(0, 6), at + 337);
+  if (prefix) b.write(prefix, at + 345);
   let sum = 8 * 32;
-  for (let i = 0; i < 148; i++) sum += b[i]!;
-  for (let i = 156; i < BLOCK; i++) sum += b[i]!;
-  b.write(octal(sum, 6), 148);
-  return b;
+  for (let i = 0; i < 148; i++) sum += b[at + i]!;
+  for (let i = 156; i < BLOCK; i++) sum += b[at + i]!;
+  b.write(octal(sum, 6), at + 148);
+  return true;
 }
 
 /** PAX records ("<len> <key>=<value>\n"; the length counts its own digits), values as bytes. */
@@ -83,14 +91,22 @@ function paxRecords(records: [string, Uint8Array][]): Buffer {
   );
 }
 
-/** Zero bytes that round `size` up to whole blocks. */
-export function padding(size: number): Buffer {
+/** How many zero bytes round `size` up to whole blocks. */
+export function paddingOf(size: number): number {
   const r = size % BLOCK;
-  return Buffer.alloc(r ? BLOCK - r : 0);
+  return r ? BLOCK - r : 0;
 }
 
 /** The two zero blocks that end an archive. */
-export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+export const END_OF_ARCHIVE_BYTES = 2 * BLOCK;
+
+/**
+ * Writes an entry's header into b[at, at + 512) when one ustar block says it all (no PAX
+ * header, no extended attributes): true if written; otherwise use headerBlocks.
+ */
+export function writeHeaderAt(h: TarHeader, b: Buffer, at: number): boolean {
+  return !h.xattrs?.length && ustarAt(h, b, at);
+}
 
 /**
  * The header blocks of one entry (its PAX extended header first when it needs one); the
@@ -114,7 +130,7 @@ export function headerBlocks(h: TarHeader): Buffer[] {
       ...(h.linkname ? { linkname: "PaxHeader" } : {}),
     })!,
     pax,
-    padding(pax.length),
+    Buffer.alloc(paddingOf(pax.length)),
     ustar({
       ...common,
       name: "PaxHeader",

@@ -107,10 +107,10 @@ export class ContextFs implements SourceFs {
     const abs = path.join(this.dir, key);
     const st = lstatQuiet(abs);
     if (!st) return undefined;
-    const meta = { mode: st.mode & 0o7777, uid: 0, gid: 0 };
-    if (st.isDirectory()) return { type: "dir", ...meta };
-    if (st.isSymbolicLink()) return { type: "symlink", ...meta, target: readlinkSync(abs) };
-    if (st.isFile()) return { type: "file", ...meta, source: { file: abs } };
+    const mode = st.mode & 0o7777;
+    if (st.isDirectory()) return { type: "dir", mode, uid: 0, gid: 0 };
+    if (st.isSymbolicLink()) return { type: "symlink", mode, uid: 0, gid: 0, target: readlinkSync(abs) };
+    if (st.isFile()) return { type: "file", mode, uid: 0, gid: 0, source: { file: abs } };
     return undefined;
   }
 

@@ -297,25 +297,27 @@ async function copyInto(
   // Files from the context become root's; from a stage or an image they keep their owners and
   // extended attributes (file capabilities, say), as in BuildKit and buildah. --chown overrides.
   const fromContext = from instanceof ContextFs;
-  const meta = (n: Node) => ({
-    mode: opts.chmod ?? n.mode,
-    uid: opts.own?.uid ?? (fromContext ? 0 : n.uid),
-    gid: opts.own?.gid ?? opts.own?.uid ?? (fromContext ? 0 : n.gid),
-    ...(n.xattrs ? { xattrs: n.xattrs } : {}),
-  });
+  // Nodes are written as literals, without spreads: this runs per file (see tarStream).
   const put = async (key: string, n: Node) => {
     const parent = path.posix.dirname(key);
     if (parent !== ".") await ensureDir(tree, parent, changed);
     const real = path.posix.join(tree.resolve(parent === "." ? "" : parent), path.posix.basename(key));
+    const mode = opts.chmod ?? n.mode;
+    const uid = opts.own?.uid ?? (fromContext ? 0 : n.uid);
+    const gid = opts.own?.gid ?? opts.own?.uid ?? (fromContext ? 0 : n.gid);
+    const withXattrs = (node: Node): Node => {
+      if (n.xattrs) node.xattrs = n.xattrs;
+      return node;
+    };
     if (n.type === "dir") {
       const existing = tree.get(real);
-      if (existing?.type !== "dir") tree.set(real, { type: "dir", ...meta(n) });
-      else if (opts.own || opts.chmod !== undefined) tree.set(real, { ...existing, ...meta(n) });
+      if (existing?.type !== "dir") tree.set(real, withXattrs({ type: "dir", mode, uid, gid }));
+      else if (opts.own || opts.chmod !== undefined)
+        tree.set(real, withXattrs({ ...existing, mode, uid, gid }));
     } else if (n.type === "symlink") {
-      const { xattrs: _, ...m } = meta(n);
-      tree.set(real, { type: "symlink", ...m, mode: 0o777, target: n.target! });
+      tree.set(real, { type: "symlink", mode: 0o777, uid, gid, target: n.target! });
     } else {
-      tree.set(real, { type: "file", ...meta(n), source: n.source! });
+      tree.set(real, withXattrs({ type: "file", mode, uid, gid, source: n.source! }));
     }
     changed.add(real);
   };

@@ -124,11 +124,16 @@ export class Tree {
   entry(key: string): LayerEntry {
     const n = this.nodes.get(key);
     if (!n) return { type: "whiteout", path: key };
-    const x = n.xattrs && Object.keys(n.xattrs).length ? { xattrs: n.xattrs } : {};
-    if (n.type === "dir") return { type: "dir", path: key, mode: n.mode, uid: n.uid, gid: n.gid, ...x };
-    if (n.type === "symlink")
-      return { type: "symlink", path: key, target: n.target!, uid: n.uid, gid: n.gid };
-    return { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid, ...x };
+    // Literals without spreads: called per file, and a spread per call made V8 build new
+    // hidden classes each time (see tarStream).
+    const e: LayerEntry =
+      n.type === "dir"
+        ? { type: "dir", path: key, mode: n.mode, uid: n.uid, gid: n.gid }
+        : n.type === "symlink"
+          ? { type: "symlink", path: key, target: n.target!, uid: n.uid, gid: n.gid }
+          : { type: "file", path: key, mode: n.mode, source: n.source!, uid: n.uid, gid: n.gid };
+    if (e.type !== "symlink" && n.xattrs && Object.keys(n.xattrs).length) e.xattrs = n.xattrs;
+    return e;
   }
 
   /** The fields of a user's or group's line in the tree's /etc/passwd or /etc/group. */
