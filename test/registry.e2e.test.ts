@@ -68,6 +68,9 @@ describe("push to a registry", () => {
     assert.equal(cfg.architecture, "s390x");
     assert.deepEqual(cfg.config.Entrypoint, ["/app/maintenance-proxy"]);
     assert.ok(!r.stdout.includes("oci:"), "--push alone writes no layout");
+    // The six binaries' layers and the static files' layer went up while the build still ran;
+    // the six configs only once every platform was built.
+    assert.match(r.stderr, /13 blobs uploaded \([^,]+, 7 while building\)/);
   });
 
   it("a second build --push with nothing changed uploads zero blob bytes", async () => {

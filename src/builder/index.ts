@@ -14,7 +14,16 @@ export type BuildEvent =
   | { type: "note"; message: string }
   | { type: "step-start"; platform: Platform; step: string }
   | { type: "step-done"; platform: Platform; step: string; ms: number; where?: string }
-  | { type: "layer"; platform: Platform | "all"; digest: string; size: number; cached: boolean; what: string }
+  | {
+      type: "layer";
+      platform: Platform | "all";
+      digest: string;
+      size: number;
+      cached: boolean;
+      what: string;
+      /** The compressed blob on disk, when the builder has one: a push may start with it. */
+      file?: string;
+    }
   | { type: "image"; platform: Platform; digest: string; size: number };
 
 export interface BuildResult {

@@ -235,7 +235,12 @@ export async function runBuild(
       io.stdout.write(`${lines.join("\n")}\n(dry run: nothing was built or published)\n`);
       return 0;
     }
-    const { index, name, mountFrom } = await orch.build(request, { onEvent, ...(signal ? { signal } : {}) });
+    // Registry pushes get each new layer while the other platforms still build.
+    const { index, name, mountFrom } = await orch.build(request, {
+      onEvent,
+      stageTo: destinations,
+      ...(signal ? { signal } : {}),
+    });
 
     // 2. Publish: blobs, manifests, index, then the tags — the registry first, then the output.
     if (target)
@@ -270,7 +275,7 @@ export async function runBuild(
       const st = p.stats;
       if (st)
         log(
-          `pushed to ${describeDestination(p.destination)}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
+          `pushed to ${describeDestination(p.destination)}: ${st.blobsUploaded} blob${st.blobsUploaded === 1 ? "" : "s"} uploaded (${humanSize(st.bytesUploaded)}${st.blobsUploadedEarly ? `, ${st.blobsUploadedEarly} while building` : ""}), ${st.blobsPresent} already there, ${st.blobsMounted} mounted; ${st.manifestsPut} manifests written, ${st.manifestsPresent} already there`,
         );
     }
     const result = {

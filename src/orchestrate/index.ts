@@ -9,6 +9,7 @@
  * 3. `publish` writes an artifact to each destination in turn — registry first, so a local
  *    output never claims what a push then failed to store — tags last, then per-platform tags.
  */
+import { createReadStream } from "node:fs";
 import { GoBuilder } from "../builder/go/index.js";
 import type { CgoOptions } from "../builder/go/cgo.js";
 import type { BuildEvent, Builder, ImageSettings } from "../builder/index.js";
@@ -33,7 +34,7 @@ import {
 } from "../builder/dockerfile/backends.js";
 import { type Exec, exec, onPath } from "../util/exec.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
-import { type PushStats, RegistryPublisher } from "../publish/registry.js";
+import { type PushStats, RegistryPublisher, type StagedBlobs } from "../publish/registry.js";
 import { formatReference, type Reference } from "../ref/index.js";
 import { type RegistryClient, type Repo, registryArtifact } from "../registry/index.js";
 import { Semaphore } from "../util/limit.js";
@@ -137,6 +138,10 @@ export class Orchestrator {
   #client: RegistryClient | undefined;
   readonly #slots: Semaphore;
   readonly #layers: LayerCache;
+  /** Uploads started during builds, per "registry/repository" (see build's stageTo). */
+  readonly #staged = new Map<string, StagedBlobs>();
+  /** Uploads run during builds at once (they share the machine with the compiles). */
+  readonly #stageSlots = new Semaphore(4);
 
   constructor(opts: { toolchain: Toolchain; client: () => RegistryClient }) {
     this.#t = opts.toolchain;
@@ -319,16 +324,57 @@ export class Orchestrator {
     }
   }
 
-  /** Resolves the base, then builds every platform. */
+  /**
+   * Resolves the base, then builds every platform. With `stageTo`, each new layer a builder
+   * reports as a file starts uploading to those registries at once, while the other platforms
+   * still compile; `publish` then waits for those uploads instead of making them. Only blobs
+   * go early: no manifest or tag is written before every platform is built, and a build that
+   * fails cancels its uploads (a registry forgets blobs no manifest names).
+   */
   async build(
     req: BuildRequest,
-    opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void } = {},
+    opts: { signal?: AbortSignal; onEvent?: (e: BuildEvent) => void; stageTo?: readonly Destination[] } = {},
   ): Promise<Built> {
-    const base = req.base ? await this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
-    const built = await this.builder(req, base).build(opts);
-    const index =
-      req.mediaTypes === "docker" ? ((await withDockerMediaTypes(built.index)) as Index) : built.index;
-    return { index, name: built.name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };
+    const repos = (opts.stageTo ?? []).flatMap((d) => (d.kind === "registry" ? [d.repo] : []));
+    const uploads: Promise<unknown>[] = [];
+    const cancel = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, cancel.signal]) : cancel.signal;
+    const onEvent = (e: BuildEvent) => {
+      if (e.type === "layer" && e.file)
+        for (const repo of repos) {
+          const p = this.#stage(repo, { digest: e.digest as Digest, size: e.size }, e.file, signal);
+          if (p) uploads.push(p);
+        }
+      opts.onEvent?.(e);
+    };
+    try {
+      const base = req.base ? await this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
+      const built = await this.builder(req, base).build({
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        onEvent,
+      });
+      const index =
+        req.mediaTypes === "docker" ? ((await withDockerMediaTypes(built.index)) as Index) : built.index;
+      return { index, name: built.name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };
+    } catch (e) {
+      // Nothing of a failed build keeps running after it reports.
+      cancel.abort();
+      await Promise.allSettled(uploads);
+      throw e;
+    }
+  }
+
+  /** Starts uploading a layer file to a repository unless already started; the new upload, if any. */
+  #stage(repo: Repo, desc: { digest: Digest; size: number }, file: string, signal: AbortSignal) {
+    const key = `${repo.registry}/${repo.repository}`;
+    let staged = this.#staged.get(key);
+    if (!staged) this.#staged.set(key, (staged = new Map() as StagedBlobs));
+    if (staged.has(desc.digest)) return undefined;
+    const p = this.#stageSlots
+      .run(() => this.client.uploadBlob(repo, desc, () => createReadStream(file), { signal }))
+      .catch(() => undefined);
+    staged.set(desc.digest, p);
+    return p;
   }
 
   /** The publisher for one destination (the one place publishers are chosen). */
@@ -338,7 +384,11 @@ export class Orchestrator {
         const from = mountFrom
           .filter((m) => m.registry === dest.repo.registry && m.repository !== dest.repo.repository)
           .map((m) => m.repository);
-        return new RegistryPublisher(this.client, dest.repo, from.length ? { mountFrom: from } : {});
+        const staged = this.#staged.get(`${dest.repo.registry}/${dest.repo.repository}`);
+        return new RegistryPublisher(this.client, dest.repo, {
+          ...(from.length ? { mountFrom: from } : {}),
+          ...(staged ? { staged } : {}),
+        });
       }
       case "oci":
         return new LayoutPublisher(dest.dir);

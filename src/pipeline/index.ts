@@ -309,6 +309,10 @@ export async function executeRun(plan: Plan, deps: RunDeps): Promise<ImageResult
       emit({ type: "stage", stage: "build", image: im.name, state: "start" });
       const times = new Map<string, number>();
       const { index, mountFrom } = await deps.orch.build(buildRequestFor(im, plan.sourceDateEpoch), {
+        // A registry target gets each new layer while the other platforms and images still build.
+        ...(plan.stages.includes("publish") && im.target.kind === "registry"
+          ? { stageTo: [registryDestination(im.target.ref)] }
+          : {}),
         onEvent: (e) => {
           if (e.type === "step-done")
             times.set(formatPlatform(e.platform), (times.get(formatPlatform(e.platform)) ?? 0) + e.ms);

@@ -23,6 +23,8 @@ export interface PublishResult {
 
 export interface PushStats {
   blobsUploaded: number;
+  /** Of blobsUploaded, those sent while the build was still running (Orchestrator.build's stageTo). */
+  blobsUploadedEarly: number;
   bytesUploaded: number;
   blobsPresent: number;
   blobsMounted: number;

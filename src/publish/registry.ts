@@ -15,7 +15,15 @@ import type { Publisher, PublishResult, PushStats } from "./index.js";
 
 export type { PushStats };
 
+/**
+ * Blobs whose upload to one repository started while the build was still running, by digest:
+ * what the upload found or did, or undefined if it failed (publish then uploads it itself).
+ */
+export type StagedBlobs = Map<Digest, Promise<"exists" | "mounted" | "uploaded" | undefined>>;
+
 export interface RegistryPublisherOptions {
+  /** Uploads already started for this repository (see StagedBlobs). */
+  staged?: StagedBlobs;
   /** Repositories on the destination registry that may hold the blobs (cross-repository mount). */
   mountFrom?: string[];
   chunkSize?: number;
@@ -29,6 +37,7 @@ export class RegistryPublisher implements Publisher {
   /** Counts for the publish under way; each result carries its own copy. */
   readonly #stats: PushStats = {
     blobsUploaded: 0,
+    blobsUploadedEarly: 0,
     bytesUploaded: 0,
     blobsPresent: 0,
     blobsMounted: 0,
@@ -46,13 +55,17 @@ export class RegistryPublisher implements Publisher {
     const { client, repo } = this;
     return {
       putBlob: async (desc, open) => {
-        const result = await client.uploadBlob(repo, desc, open, {
-          ...(this.#opts.mountFrom ? { mountFrom: this.#opts.mountFrom } : {}),
-          ...(this.#opts.chunkSize ? { chunkSize: this.#opts.chunkSize } : {}),
-          ...(signal ? { signal } : {}),
-        });
+        const early = await this.#opts.staged?.get(desc.digest);
+        const result =
+          early ??
+          (await client.uploadBlob(repo, desc, open, {
+            ...(this.#opts.mountFrom ? { mountFrom: this.#opts.mountFrom } : {}),
+            ...(this.#opts.chunkSize ? { chunkSize: this.#opts.chunkSize } : {}),
+            ...(signal ? { signal } : {}),
+          }));
         if (result === "uploaded") {
           this.#stats.blobsUploaded++;
+          if (early) this.#stats.blobsUploadedEarly++;
           this.#stats.bytesUploaded += desc.size;
         } else if (result === "mounted") this.#stats.blobsMounted++;
         else this.#stats.blobsPresent++;

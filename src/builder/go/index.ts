@@ -440,6 +440,7 @@ export class GoBuilder implements Builder {
       size: binLayer.size,
       cached: binLayer.cached,
       what: "binary",
+      file: binLayer.file,
     });
     const staticLayer = await staticP;
     const layers = staticLayer && !isWindows ? [staticLayer, binLayer] : [binLayer];
@@ -541,6 +542,7 @@ export class GoBuilder implements Builder {
       size: layer.size,
       cached: layer.cached,
       what: "static files",
+      file: layer.file,
     });
     return layer;
   }
