@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { startProxy } from "../src/testing/proxy.js";
 import { type RunningRegistry, startRegistry } from "../src/testing/registry.js";
 import { mustRun } from "../src/testing/tools.js";
-import { cleanup, gitExample, polyarch, SIX, tempDir } from "./_fixture.js";
+import { cleanup, dockerfileBuild, gitExample, polyarch, SIX, tempDir } from "./_fixture.js";
 
 let work: string;
 let src: string;
@@ -94,6 +94,27 @@ describe("push to a registry", () => {
     } finally {
       await proxy.stop();
     }
+  });
+
+  it("a native Dockerfile build --push sends its layers while building, and skopeo reads the result", async () => {
+    const ctx = path.join(work, "df");
+    await mkdir(path.join(ctx, "static"), { recursive: true });
+    await writeFile(path.join(ctx, "static", "index.html"), "<h1>up</h1>\n");
+    await writeFile(path.join(ctx, "app"), "#!/bin/sh\necho app\n");
+    await writeFile(
+      path.join(ctx, "Dockerfile"),
+      'FROM scratch\nCOPY static/ /srv/static/\nCOPY app /srv/app\nCMD ["/srv/app"]\n',
+    );
+    const r = await polyarch([...dockerfileBuild(ctx), "--push", `${reg.host}/acme/df:v1`], { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    // Two COPY layers, the same for both platforms, went up during the build; two configs after.
+    assert.match(r.stderr, /4 blobs uploaded \([^,]+, 2 while building\)/);
+    const index = JSON.parse(await skopeoRaw(`${reg.host}/acme/df:v1`)) as { manifests: unknown[] };
+    assert.equal(index.manifests.length, 2);
+    assert.equal(
+      digestOf(r.stdout),
+      (await import("../src/digest/index.js")).sha256(await skopeoRaw(`${reg.host}/acme/df:v1`)),
+    );
   });
 
   it("per-platform tags point at each platform's image", async () => {

@@ -140,6 +140,16 @@ export class DockerfileBuilder implements Builder {
                 tarOpts,
                 layers: chain.has(stage.index),
                 imageTree: (ref, platform) => this.#imageTree(ref, platform, opts.signal),
+                onLayer: (l) =>
+                  emit({
+                    type: "layer",
+                    platform: plan.platform,
+                    digest: l.digest,
+                    size: l.size,
+                    cached: l.cached,
+                    what: l.createdBy,
+                    file: l.file,
+                  }),
                 ...(opts.signal ? { signal: opts.signal } : {}),
               });
             } catch (e) {

@@ -132,6 +132,8 @@ export interface NativeDeps {
   layers: boolean;
   /** The file tree of an image (COPY --from=<image>) for a platform. */
   imageTree: (ref: string, platform: Platform) => Promise<Tree>;
+  /** Told about each layer once it is written (a registry push may start with it). */
+  onLayer?: (layer: FileLayer & { cached: boolean }) => void;
   signal?: AbortSignal;
 }
 
@@ -752,8 +754,12 @@ async function runStep(
         ins,
         `/${lossy.path} has an extended attribute polyarch cannot read byte for byte`,
       );
-    if (deps.layers)
-      st.addLayer(deps.cache.layer(entries, deps.tarOpts, `${ins.original} # polyarch`, deps.pool));
+    if (deps.layers) {
+      const made = deps.cache.layer(entries, deps.tarOpts, `${ins.original} # polyarch`, deps.pool);
+      st.addLayer(made);
+      const onLayer = deps.onLayer;
+      if (onLayer) made.then(onLayer, () => {}); // a failure is surfaced by StageState.settle()
+    }
     note(false);
   };
   switch (ins.keyword) {
