@@ -270,7 +270,7 @@ export class Orchestrator {
   }
 
   /** The builder for a request (the one place builders are chosen). */
-  builder(req: BuildRequest, base?: ResolvedBase): Builder {
+  builder(req: BuildRequest, base?: ResolvedBase | Promise<ResolvedBase>): Builder {
     const t = this.#t;
     switch (req.source.kind) {
       case "go":
@@ -290,7 +290,7 @@ export class Orchestrator {
           ...(req.source.buildTags?.length ? { buildTags: req.source.buildTags } : {}),
           ...(req.source.cgo ? { cgo: req.source.cgo } : {}),
           image: req.image,
-          ...(base ? { base: base.images } : {}),
+          ...(base ? { base: Promise.resolve(base).then((b) => b.images) } : {}),
           ...(t.exec ? { exec: t.exec } : {}),
         });
       case "dockerfile": {
@@ -348,11 +348,15 @@ export class Orchestrator {
       opts.onEvent?.(e);
     };
     try {
-      const base = req.base ? await this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
-      const built = await this.builder(req, base).build({
+      // Read while the builder starts (a Go build compiles meanwhile); a base that cannot be
+      // read is still the error reported.
+      const baseP = req.base ? this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
+      baseP?.catch(() => {}); // awaited below, and by the builder
+      const built = await this.builder(req, baseP).build({
         ...(opts.signal ? { signal: opts.signal } : {}),
         onEvent,
       });
+      const base = await baseP;
       const index =
         req.mediaTypes === "docker" ? ((await withDockerMediaTypes(built.index)) as Index) : built.index;
       return { index, name: built.name, ...(base?.mountFrom ? { mountFrom: base.mountFrom } : {}) };

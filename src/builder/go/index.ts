@@ -62,8 +62,12 @@ export interface GoBuildOptions {
   limiter?: Semaphore;
   /** The layer cache shared with other builders (default: one under cacheDir). */
   layerCache?: LayerCache;
-  /** Base image per platform (formatPlatform key); scratch when absent. */
-  base?: Map<string, BaseImage>;
+  /**
+   * Base image per platform (formatPlatform key); scratch when absent. May still be resolving:
+   * the compiles start meanwhile (nothing of the base is needed before a binary is linked),
+   * and a base that cannot be read stops them and is the error reported.
+   */
+  base?: Map<string, BaseImage> | Promise<Map<string, BaseImage>>;
   exec?: Exec;
 }
 
@@ -107,6 +111,9 @@ export class GoBuilder implements Builder {
     const c = this.#compilers.get(formatPlatform(p));
     return { CGO_ENABLED: "1", ...(c ? { CC: c.cc } : {}), ...(c?.cxx ? { CXX: c.cxx } : {}) };
   }
+
+  /** The base per platform, once read (set by build). */
+  #baseP: Promise<Map<string, BaseImage> | undefined> = Promise.resolve(undefined);
 
   /** Static on scratch, dynamic on a base, unless the user said which. */
   get #link(): "static" | "dynamic" {
@@ -248,7 +255,11 @@ export class GoBuilder implements Builder {
     pkgsP.catch(() => {});
     const pkgP = pkgsP.then((p) => p[0]!);
     pkgP.catch(() => {});
-    // 3. Module dependencies, once for every platform, before any compile needs them.
+    // 3. The base, if still being read.
+    const baseP = Promise.resolve(o.base);
+    baseP.catch((e: unknown) => stop.abort(e));
+    this.#baseP = baseP;
+    // 4. Module dependencies, once for every platform, before any compile needs them.
     const modulesP = downloadModules({
       dir: o.dir,
       goBinary: o.goBinary,
@@ -297,7 +308,13 @@ export class GoBuilder implements Builder {
             () => undefined,
             (pe: unknown) => pe,
           );
-        throw (await reason(checkP)) ?? (await reason(modulesP)) ?? (await reason(pkgP)) ?? e;
+        throw (
+          (await reason(baseP)) ??
+          (await reason(checkP)) ??
+          (await reason(modulesP)) ??
+          (await reason(pkgP)) ??
+          e
+        );
       });
       await checkP;
       const pkg = await pkgP;
@@ -400,8 +417,9 @@ export class GoBuilder implements Builder {
       pkgs.map((p) => nameOf(p)),
     ).catch(() => {});
     const binName = nameOf(pkg);
-    const base = o.base?.get(formatPlatform(platform));
-    if (o.base && !base) {
+    const bases = await this.#baseP;
+    const base = bases?.get(formatPlatform(platform));
+    if (bases && !base) {
       throw new PolyarchError({
         code: "E_INTERNAL",
         message: `no base image resolved for ${formatPlatform(platform)}`,
