@@ -97,4 +97,30 @@ describe("polyarch resolve", () => {
       assert.equal(b.stdout, "");
     }
   });
+
+  it("--cgo (or CGO_ENABLED=1) builds with cgo: a platform without a C cross compiler is named before any compile, nothing is pushed", async () => {
+    const repo = path.join(work, "cgo");
+    await cp(path.join(ROOT, "examples", "hello"), repo, { recursive: true });
+    await writeFile(path.join(repo, "d.yaml"), "image: polyarch://./\n");
+    const env = { SOURCE_DATE_EPOCH: "1700000000", POLYARCH_CACHE_DIR: path.join(work, "cache-cgo") };
+    const prefix = `${reg.host}/cgo`;
+    for (const [args, extra] of [
+      [["--cgo"], {}],
+      [[], { CGO_ENABLED: "1" }],
+    ] as const) {
+      const r = await polyarch(
+        ["resolve", "-f", "d.yaml", "--push", prefix, "-p", "linux/amd64,linux/s390x", ...args],
+        { cwd: repo, env: { ...env, ...extra } },
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /no C compiler for the cgo build on linux\/s390x/);
+      assert.equal(r.stdout, "");
+    }
+    const tags = await mustRun("skopeo", [
+      "list-tags",
+      "--tls-verify=false",
+      `docker://${prefix}/hello`,
+    ]).catch((e: Error) => e.message);
+    assert.doesNotMatch(tags, /latest/, "nothing was pushed");
+  });
 });

@@ -23,6 +23,17 @@ function version(): string {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+// The cgo options of every command that builds Go (build, resolve).
+const CGO_OPTION = () =>
+  new Option(
+    "--cgo [link]",
+    "CGO_ENABLED=1 with a C cross compiler per platform (Debian's <triplet>-gcc); link static (the default on scratch) or dynamic (the default on a --base, which must carry the libc); also on when CGO_ENABLED=1 is exported",
+  );
+const CC_OPTION = () =>
+  new Option(
+    "--cc <platform=compiler>",
+    "the C compiler for one platform's cgo build, e.g. linux/arm64=aarch64-linux-gnu-gcc (repeatable; also CC_linux_arm64)",
+  ).argParser(collect);
 
 export async function main(argv: readonly string[], io: CliIO, signal?: AbortSignal): Promise<number> {
   let exit = 0;
@@ -61,15 +72,8 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     )
     .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-s -w -X main.version=1.2.3'")
     .option("--build-tags <tags>", "go build tags, comma separated")
-    .option(
-      "--cgo [link]",
-      "CGO_ENABLED=1 with a C cross compiler per platform (Debian's <triplet>-gcc); link static (the default on scratch) or dynamic (the default on a --base, which must carry the libc); also on when CGO_ENABLED=1 is exported",
-    )
-    .option(
-      "--cc <platform=compiler>",
-      "the C compiler for one platform's cgo build, e.g. linux/arm64=aarch64-linux-gnu-gcc (repeatable; also CC_linux_arm64)",
-      collect,
-    )
+    .addOption(CGO_OPTION())
+    .addOption(CC_OPTION())
     .option("--user <user>", "user the entrypoint runs as, e.g. 65532:65532")
     .option("--nonroot", "run as the unprivileged user 65532:65532")
     .option("-e, --env <KEY=VALUE>", "environment variable in the image (repeatable)", collect)
@@ -324,6 +328,8 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("-t, --tag <tag>", "tags for every image (repeatable; default latest)", collect)
     .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
     .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+    .addOption(CGO_OPTION())
+    .addOption(CC_OPTION())
     .option("-q, --quiet", "no progress on stderr")
     .action(async (flags: import("./resolve.js").ResolveFlags) => {
       exit = await (await import("./resolve.js")).runResolve(flags, io, signal);

@@ -14,7 +14,8 @@ import { hostPlatform, type Platform, parsePlatformList } from "../platform/inde
 import { formatReference, parseReference, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import type { CliIO } from "./_io.js";
-import { parseJobs, resolveSourceDateEpoch } from "./_resolve.js";
+import { cgoOptions } from "../builder/go/cgo.js";
+import { parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 
 export interface ResolveFlags {
@@ -24,6 +25,8 @@ export interface ResolveFlags {
   tag?: string[];
   insecure?: string[];
   jobs?: string;
+  cgo?: boolean | string;
+  cc?: string[];
   quiet?: boolean;
 }
 
@@ -59,6 +62,10 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
     (t) => validateTag(t.trim()),
   );
   const jobs = parseJobs(flags.jobs);
+  const cgo = cgoOptions({ cgo: flags.cgo, cc: flags.cc ? parsePairs(flags.cc, "cc") : undefined }, io.env, {
+    cgo: "--cgo",
+    cc: "--cc",
+  });
   const texts: { name: string; text: string }[] = [];
   for (const f of files) {
     try {
@@ -84,7 +91,7 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
       const dir = await packageDir(ip, io);
       const { index, name, mountFrom } = await orch.build(
         {
-          source: { kind: "go", dir, main: "." },
+          source: { kind: "go", dir, main: ".", ...(cgo ? { cgo } : {}) },
           platforms,
           sourceDateEpoch: epoch.value,
           image: { env: [], exposedPorts: [], labels: {}, annotations: {} },
