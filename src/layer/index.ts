@@ -143,90 +143,113 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
   const mtime = opts.mtime;
   const out = Buffer.allocUnsafe(CHUNK_BYTES);
   let n = 0;
-  function* flush(): Generator<Uint8Array> {
-    if (n === 0) return;
-    const chunk = out.subarray(0, n);
-    n = 0;
-    yield chunk;
-  }
-  function* put(b: Uint8Array): Generator<Uint8Array> {
-    for (let off = 0; off < b.length;) {
-      if (n === CHUNK_BYTES) yield* flush();
-      const k = Math.min(b.length - off, CHUNK_BYTES - n);
-      out.set(b.subarray(off, off + k), n);
-      n += k;
-      off += k;
-    }
-  }
-  function* zeros(count: number): Generator<Uint8Array> {
-    while (count > 0) {
-      if (n === CHUNK_BYTES) yield* flush();
-      const k = Math.min(count, CHUNK_BYTES - n);
-      out.fill(0, n, n + k);
-      n += k;
-      count -= k;
-    }
-  }
-  function* header(h: TarHeader): Generator<Uint8Array> {
-    // Every entry ends on a block boundary, so a header block fits unless the buffer is full.
-    if (n === CHUNK_BYTES) yield* flush();
-    if (writeHeaderAt(h, out, n)) n += 512;
-    else for (const b of headerBlocks(h)) yield* put(b);
+  // Writers into `out` that stop when it is full: the loops below hand out the full buffer
+  // (`n = 0; yield out`) and call again. Plain functions, not generators: a generator per
+  // header and padding was an object and an iterator result per call, 16,000 files over.
+  /** Copies b[off…] into the buffer as far as it goes; the offset reached. */
+  const putFrom = (b: Uint8Array, off: number): number => {
+    const k = Math.min(b.length - off, CHUNK_BYTES - n);
+    out.set(b.subarray(off, off + k), n);
+    n += k;
+    return off + k;
+  };
+  /** Writes up to `count` zero bytes; how many are left to write. */
+  const zerosLeft = (count: number): number => {
+    const k = Math.min(count, CHUNK_BYTES - n);
+    out.fill(0, n, n + k);
+    n += k;
+    return count - k;
+  };
+  async function* header(h: TarHeader): AsyncGenerator<Uint8Array> {
+    for (const b of headerBlocks(h))
+      for (let off = 0; (off = putFrom(b, off)) < b.length;) {
+        n = 0;
+        yield out;
+      }
   }
   for (const e of entries) {
+    // Header objects are written out field by field: an object spread per entry made V8 build
+    // new hidden classes in old space (16,000 files: tens of MB until a full collection).
+    let h: TarHeader;
+    let fd: number | undefined;
     if (e.type === "whiteout") {
       const dir = path.posix.dirname(e.path);
       const name = `${dir === "." ? "" : `${dir}/`}.wh.${path.posix.basename(e.path)}`;
-      yield* header({ name, type: "file", mode: 0o644, uid: opts.uid, gid: opts.gid, size: 0, mtime });
-      continue;
-    }
-    // Header objects are written out field by field: an object spread per entry made V8 build
-    // new hidden classes in old space (16,000 files: tens of MB until a full collection).
-    const uid = e.uid ?? opts.uid;
-    const gid = e.gid ?? opts.gid;
-    const xattrs =
-      e.type !== "symlink" && e.xattrs && Object.keys(e.xattrs).length
-        ? Object.entries(e.xattrs).map(([k, v]): [string, Uint8Array] => [k, Buffer.from(v, "base64")])
-        : undefined;
-    if (e.type === "dir") {
-      const mode = e.mode ?? 0o755;
-      yield* header({ name: `${e.path}/`, type: "directory", mode, uid, gid, size: 0, mtime, xattrs });
-    } else if (e.type === "symlink") {
-      const linkname = e.target;
-      yield* header({ name: e.path, type: "symlink", linkname, mode: 0o777, uid, gid, size: 0, mtime });
-    } else if ("data" in e.source) {
-      const data = e.source.data;
-      const size = data.byteLength;
-      yield* header({ name: e.path, type: "file", mode: e.mode, uid, gid, size, mtime, xattrs });
-      yield* put(data);
-      yield* zeros(paddingOf(data.byteLength));
+      h = { name, type: "file", mode: 0o644, uid: opts.uid, gid: opts.gid, size: 0, mtime };
     } else {
-      // Read with synchronous calls: from the page cache a read is microseconds, its promise
-      // form a thread-pool round trip (four per file with open, stat and close).
-      const fd = openSync(e.source.file, "r");
-      let size: number;
-      try {
-        size = fstatSync(fd).size;
-        yield* header({ name: e.path, type: "file", mode: e.mode, uid, gid, size, mtime, xattrs });
+      const uid = e.uid ?? opts.uid;
+      const gid = e.gid ?? opts.gid;
+      const xattrs =
+        e.type !== "symlink" && e.xattrs && Object.keys(e.xattrs).length
+          ? Object.entries(e.xattrs).map(([k, v]): [string, Uint8Array] => [k, Buffer.from(v, "base64")])
+          : undefined;
+      if (e.type === "dir") {
+        const mode = e.mode ?? 0o755;
+        h = { name: `${e.path}/`, type: "directory", mode, uid, gid, size: 0, mtime, xattrs };
+      } else if (e.type === "symlink") {
+        const linkname = e.target;
+        h = { name: e.path, type: "symlink", linkname, mode: 0o777, uid, gid, size: 0, mtime };
+      } else {
+        let size: number;
+        if ("data" in e.source) size = e.source.data.byteLength;
+        else {
+          // Read with synchronous calls: from the page cache a read is microseconds, its promise
+          // form a thread-pool round trip (four per file with open, stat and close).
+          fd = openSync(e.source.file, "r");
+          try {
+            size = fstatSync(fd).size;
+          } catch (err) {
+            closeSync(fd);
+            throw err;
+          }
+        }
+        h = { name: e.path, type: "file", mode: e.mode, uid, gid, size, mtime, xattrs };
+      }
+    }
+    try {
+      // Every entry ends on a block boundary, so a header block fits unless the buffer is full.
+      if (n === CHUNK_BYTES) {
+        n = 0;
+        yield out;
+      }
+      if (writeHeaderAt(h, out, n)) n += 512;
+      else yield* header(h);
+      if (e.type !== "file") continue;
+      if ("data" in e.source) {
+        const data = e.source.data;
+        for (let off = 0; (off = putFrom(data, off)) < data.length;) {
+          n = 0;
+          yield out;
+        }
+      } else {
         let written = 0;
         for (;;) {
-          if (n === CHUNK_BYTES) yield* flush();
-          const bytesRead = readSync(fd, out, n, CHUNK_BYTES - n, null);
+          if (n === CHUNK_BYTES) {
+            n = 0;
+            yield out;
+          }
+          const bytesRead = readSync(fd!, out, n, CHUNK_BYTES - n, null);
           if (bytesRead === 0) break;
           written += bytesRead;
-          if (written > size) break;
+          if (written > h.size) break;
           n += bytesRead;
         }
-        if (written !== size)
+        if (written !== h.size)
           throw tarError(`${e.source.file} changed size while it was written into a layer`);
-      } finally {
-        closeSync(fd);
       }
-      yield* zeros(paddingOf(size));
+      for (let left = paddingOf(h.size); (left = zerosLeft(left)) > 0;) {
+        n = 0;
+        yield out;
+      }
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
-  yield* zeros(END_OF_ARCHIVE_BYTES);
-  yield* flush();
+  for (let left = END_OF_ARCHIVE_BYTES; (left = zerosLeft(left)) > 0;) {
+    n = 0;
+    yield out;
+  }
+  if (n) yield out.subarray(0, n);
 }
 
 /** The uncompressed tar of a layer's entries, streamed (normalised and sorted first). */

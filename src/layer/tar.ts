@@ -23,9 +23,14 @@ export interface TarHeader {
 const BLOCK = 512;
 const TYPEFLAG = { file: "0", directory: "5", symlink: "2", pax: "x" } as const;
 
-function octal(value: number, width: number): string {
-  const s = value.toString(8);
-  return s.length > width ? `${"7".repeat(width)} ` : `${s.padStart(width, "0")} `;
+/**
+ * Writes `value` as `width` zero-padded octal digits and a space at b[at] (all 7s when it
+ * does not fit, as tar-stream writes), digit by digit: no strings per header field.
+ */
+function writeOctal(b: Buffer, at: number, value: number, width: number): void {
+  if (value >= 8 ** width) b.fill(0x37, at, at + width);
+  else for (let i = width - 1, v = value; i >= 0; i--, v = Math.floor(v / 8)) b[at + i] = 0x30 + (v % 8);
+  b[at + width] = 0x20;
 }
 
 type UstarFields = Omit<TarHeader, "xattrs" | "type"> & { type: keyof typeof TYPEFLAG };
@@ -51,11 +56,10 @@ function ustarAt(h: UstarFields, b: Buffer, at: number): boolean {
   if (h.linkname && Buffer.byteLength(h.linkname) > 100) return false;
   b.fill(0, at, at + BLOCK);
   b.write(name, at);
-  b.write(octal(h.mode & 0o7777, 6), at + 100);
-  b.write(octal(h.uid, 6), at + 108);
-  b.write(octal(h.gid, 6), at + 116);
-  const size = h.size.toString(8);
-  if (size.length > 11) {
+  writeOctal(b, at + 100, h.mode & 0o7777, 6);
+  writeOctal(b, at + 108, h.uid, 6);
+  writeOctal(b, at + 116, h.gid, 6);
+  if (h.size >= 8 ** 11) {
     // base-256 for sizes of 8 GiB and more
     b[at + 124] = 0x80;
     let n = h.size;
@@ -63,19 +67,19 @@ function ustarAt(h: UstarFields, b: Buffer, at: number): boolean {
       b[at + 124 + i] = n & 0xff;
       n = Math.floor(n / 0x100);
     }
-  } else b.write(octal(h.size, 11), at + 124);
-  b.write(octal(Math.floor(h.mtime), 11), at + 136);
+  } else writeOctal(b, at + 124, h.size, 11);
+  writeOctal(b, at + 136, Math.floor(h.mtime), 11);
   b.write(TYPEFLAG[h.type], at + 156);
   if (h.linkname) b.write(h.linkname, at + 157);
   b.write("ustar\0", at + 257, "latin1");
   b.write("00", at + 263);
-  b.write(octal(0, 6), at + 329);
-  b.write(octal(0, 6), at + 337);
+  writeOctal(b, at + 329, 0, 6);
+  writeOctal(b, at + 337, 0, 6);
   if (prefix) b.write(prefix, at + 345);
   let sum = 8 * 32;
   for (let i = 0; i < 148; i++) sum += b[at + i]!;
   for (let i = 156; i < BLOCK; i++) sum += b[at + i]!;
-  b.write(octal(sum, 6), at + 148);
+  writeOctal(b, at + 148, sum, 6);
   return true;
 }
 
