@@ -89,7 +89,8 @@ describe("image trees kept for native Dockerfile steps", () => {
     const { readFile } = await import("node:fs/promises");
     const layer = async (entries: Parameters<typeof layerTar>[0]) => {
       const chunks: Uint8Array[] = [];
-      for await (const c of layerTar(entries, { mtime: 0, uid: 0, gid: 0 })) chunks.push(c);
+      // Copied: a chunk is only valid until the next one is asked for.
+      for await (const c of layerTar(entries, { mtime: 0, uid: 0, gid: 0 })) chunks.push(Buffer.from(c));
       const { diffId } = await diffIdOf(entries, { mtime: 0, uid: 0, gid: 0 });
       let opened = 0;
       return {

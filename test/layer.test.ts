@@ -255,7 +255,8 @@ const GOLDEN_OS_BYTE = 3;
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
   const out: Uint8Array[] = [];
-  for await (const c of it) out.push(c);
+  // Copied: layerTar's chunks are only valid until the next one is asked for.
+  for await (const c of it) out.push(Buffer.from(c));
   return out;
 }
 

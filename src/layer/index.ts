@@ -252,7 +252,10 @@ async function* tarStream(entries: readonly LayerEntry[], opts: TarOptions): Asy
   if (n) yield out.subarray(0, n);
 }
 
-/** The uncompressed tar of a layer's entries, streamed (normalised and sorted first). */
+/**
+ * The uncompressed tar of a layer's entries, streamed (normalised and sorted first). Each chunk
+ * is only valid until the next one is asked for (one buffer is filled again): copy what you keep.
+ */
 export function layerTar(entries: readonly LayerEntry[], opts: TarOptions): AsyncGenerator<Uint8Array> {
   return tarStream(normalizeEntries(entries), opts);
 }
