@@ -140,6 +140,20 @@ describe("gzip encoder", () => {
     assert.throws(() => deflateSegment(new Uint8Array(0), new Uint8Array(10), false), /must be whole/);
   });
 
+  it("writes a segment into the buffer it is given, or, when that is too small, into a new one with the same bytes", () => {
+    const data = programLike(15, SEGMENT_SIZE);
+    const dict = programLike(16, 32 * 1024);
+    const alone = Buffer.from(deflateSegment(dict, data, false));
+    const roomy = new Uint8Array(SEGMENT_SIZE + 4096);
+    const inRoomy = deflateSegment(dict, data, false, roomy);
+    assert.equal(inRoomy.buffer, roomy.buffer, "written into the given buffer");
+    assert.deepEqual(Buffer.from(inRoomy), alone);
+    const small = new Uint8Array(1000);
+    const overflow = deflateSegment(dict, data, false, small);
+    assert.notEqual(overflow.buffer, small.buffer);
+    assert.deepEqual(Buffer.from(overflow), alone, "what did not fit is joined in order");
+  });
+
   it("writes a fixed gzip frame: no name, mtime 0, OS 3, CRC-32 and size trailer", () => {
     const data = Buffer.from("polyarch");
     const z = gzip(data);
