@@ -55,30 +55,40 @@ export class BuildahBackend implements StageBackend {
     this.#env = opts.env;
   }
 
-  async #storageConf(): Promise<string> {
-    const conf = path.join(this.#root, "storage.conf");
-    await mkdir(this.#root, { recursive: true });
-    // vfs: no overlay mounts needed, so it works wherever buildah's chroot isolation does.
+  /**
+   * One storage per platform the stage runs on (vfs: no overlay mounts needed, so it works
+   * wherever buildah's chroot isolation does). Builds on one storage go one at a time —
+   * concurrent pulls of one base race for its name in buildah 1.28 — while stages of different
+   * platforms (a native amd64 one and an emulated arm64 one, say) run side by side.
+   */
+  async #storageConf(key: string): Promise<string> {
+    const root = path.join(this.#root, key);
+    const conf = path.join(root, "storage.conf");
+    await mkdir(root, { recursive: true });
     await writeFile(
       conf,
-      `[storage]\ndriver = "vfs"\nrunroot = "${path.join(this.#root, "run")}"\ngraphroot = "${path.join(this.#root, "graph")}"\n`,
+      `[storage]\ndriver = "vfs"\nrunroot = "${path.join(root, "run")}"\ngraphroot = "${path.join(root, "graph")}"\n`,
     );
     return conf;
   }
 
-  /** One buildah at a time on this storage: concurrent pulls of one base race for its name. */
-  #queue: Promise<unknown> = Promise.resolve();
+  /** The last build queued on each storage. */
+  readonly #queues = new Map<string, Promise<unknown>>();
 
   buildStage(req: StageRequest): Promise<string> {
-    const run = this.#queue.then(
-      () => this.#build(req),
-      () => this.#build(req),
+    const key = formatPlatform(req.stagePlatforms.get(req.stage) ?? req.platform).replaceAll("/", "-");
+    const run = (this.#queues.get(key) ?? Promise.resolve()).then(
+      () => this.#build(req, key),
+      () => this.#build(req, key),
     );
-    this.#queue = run.catch(() => undefined);
+    this.#queues.set(
+      key,
+      run.catch(() => undefined),
+    );
     return run;
   }
 
-  async #build(req: StageRequest): Promise<string> {
+  async #build(req: StageRequest, key: string): Promise<string> {
     const out = path.join(this.#root, "..", "delegated");
     const { dir, named, target } = await prepareStage(out, req);
     const args = [
@@ -112,7 +122,7 @@ export class BuildahBackend implements StageBackend {
       this.#exec,
       "buildah",
       args,
-      { ...this.#env, CONTAINERS_STORAGE_CONF: await this.#storageConf() },
+      { ...this.#env, CONTAINERS_STORAGE_CONF: await this.#storageConf(key) },
       req,
       {
         name: this.name,
