@@ -893,10 +893,14 @@ describe("Dockerfile builds, natively, against buildah", () => {
           `linux/arm64=${daemons[1]!.addr}`,
           "-o",
           `oci:${out}`,
+          "--push",
+          `${reg.host}/acme/where:latest`,
         ],
         { env: { ...env(), PATH: `${tools}:${process.env["PATH"]}` } },
       );
       assert.equal(r.code, 0, r.stderr);
+      // Each daemon's result (its base's layer and its RUN's) went up as soon as it came back.
+      assert.match(r.stderr, /6 blobs uploaded \([^,]+, 4 while building\)/);
       assert.match(
         r.stderr,
         new RegExp(`stage 0 done for linux/amd64 in .* on buildkit ${daemons[0]!.addr}`),

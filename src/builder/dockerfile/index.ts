@@ -182,6 +182,19 @@ export class DockerfileBuilder implements Builder {
               );
               state = d.state;
               where = d.reused ? `${backend.name} (cached)` : backend.name;
+              // The builder's result is this stage's base from now on; when it ends up in the
+              // image, its layers are reported with their files (a registry push may start).
+              if (chain.has(stage.index))
+                for (const l of d.state.base?.layers ?? [])
+                  emit({
+                    type: "layer",
+                    platform: plan.platform,
+                    digest: l.digest,
+                    size: l.size,
+                    cached: d.reused,
+                    what: `stage ${stage.name ?? stage.index} on ${backend.name}`,
+                    file: d.layout.blobPath(l.digest),
+                  });
             }
             count(stage.steps.length, where);
             emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });
@@ -241,7 +254,7 @@ export class DockerfileBuilder implements Builder {
     plan: PlatformPlan,
     inputs: { context: ContextFs; bases: string[]; starting: () => void },
     signal?: AbortSignal,
-  ): Promise<{ state: StageState; reused: boolean }> {
+  ): Promise<{ state: StageState; reused: boolean; layout: OciLayout }> {
     const target = plan.platform;
     const platform = plan.stages.find((s) => s.index === stage)!.platform;
     const o = this.#o;
@@ -312,7 +325,7 @@ export class DockerfileBuilder implements Builder {
       });
     const base = await baseFromImage(img);
     const state = new StageState(platform, this.#spool!, base);
-    return { state, reused };
+    return { state, reused, layout };
   }
 
   #image(platform: Platform, st: StageState, created: string): Image {
