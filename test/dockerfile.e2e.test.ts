@@ -6,6 +6,7 @@
  * amd64 and arm64, run per architecture, reproducible twice and from a second copy.
  */
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { chmod, copyFile, cp, mkdir, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -778,6 +779,10 @@ describe("Dockerfile builds, natively, against buildah", () => {
       `ARG ARCH=amd64\nFROM \\\n  oci:${bases}/\${ARCH}:latest\nARG ARCH\nRUN echo "built for \${ARCH} on $(uname -m)" > /built\n`,
     );
     const out = path.join(work, "seed003-out");
+    // The single buildah storage of earlier versions, left in the cache: removed on first use.
+    const legacy = path.join(work, "cache", "buildah", "graph", "vfs");
+    await mkdir(legacy, { recursive: true });
+    await writeFile(path.join(legacy, "layer"), "old\n");
     const r = await dfBuild(ctx, [
       "-p",
       "linux/amd64,linux/arm64",
@@ -787,6 +792,7 @@ describe("Dockerfile builds, natively, against buildah", () => {
       `oci:${out}`,
     ]);
     assert.equal(r.code, 0, r.stderr);
+    assert.equal(existsSync(path.join(work, "cache", "buildah", "graph")), false, "the old storage is gone");
     assert.match(r.stderr, /warning: Dockerfile:5: stage 0 runs under emulation for linux\/arm64 on buildah/);
     assert.doesNotMatch(r.stderr, /emulation for linux\/amd64/);
     assert.match(r.stderr, /; 1 stage under emulation\n/);

@@ -62,6 +62,14 @@ export class BuildahBackend implements StageBackend {
    * platforms (a native amd64 one and an emulated arm64 one, say) run side by side.
    */
   async #storageConf(key: string): Promise<string> {
+    // The one storage of earlier versions (graph/, run/ right under buildah/) is no longer
+    // read: its copies of bases would otherwise stay in the cache for good.
+    this.#legacy ??= Promise.all(
+      ["graph", "run", "storage.conf"].map((n) =>
+        rm(path.join(this.#root, n), { recursive: true, force: true }).catch(() => {}),
+      ),
+    );
+    await this.#legacy;
     const root = path.join(this.#root, key);
     const conf = path.join(root, "storage.conf");
     await mkdir(root, { recursive: true });
@@ -71,6 +79,8 @@ export class BuildahBackend implements StageBackend {
     );
     return conf;
   }
+
+  #legacy: Promise<unknown> | undefined;
 
   /** The last build queued on each storage. */
   readonly #queues = new Map<string, Promise<unknown>>();
