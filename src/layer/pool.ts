@@ -60,6 +60,10 @@ export class LayerPool {
   #free: Uint8Array[] = [];
   /** Output buffers, likewise: a worker writes a segment's compressed bytes into one. */
   #freeOut: Uint8Array[] = [];
+  /** How many buffers of each kind are kept: as many as can be in flight, and one more. */
+  get #keep(): number {
+    return 2 * this.#size + 2;
+  }
   #closed = false;
 
   readonly #inlineLimit: number;
@@ -76,8 +80,7 @@ export class LayerPool {
     for (let i = 0; i < this.#size; i++) {
       const w = new Worker(new URL("./_worker.js", import.meta.url));
       w.on("message", (m: { out?: Uint8Array; data?: Uint8Array; error?: string }) => {
-        if (m.data?.byteLength === SEGMENT_SIZE && this.#free.length < 2 * this.#size + 2)
-          this.#free.push(m.data);
+        if (m.data?.byteLength === SEGMENT_SIZE && this.#free.length < this.#keep) this.#free.push(m.data);
         const t = this.#running.get(w);
         this.#running.delete(w);
         this.#idle.push(w);
@@ -230,7 +233,7 @@ export class LayerPool {
   /** Keeps a worker's output buffer for the next segment (a bounded number of them). */
   #recycle(out: Uint8Array): void {
     const b = out.buffer as ArrayBuffer;
-    if (b.byteLength === OUT_BYTES && this.#freeOut.length < 2 * this.#size + 2)
+    if (b.byteLength === OUT_BYTES && this.#freeOut.length < this.#keep)
       this.#freeOut.push(new Uint8Array(b));
   }
 

@@ -138,7 +138,7 @@ export class Orchestrator {
   #client: RegistryClient | undefined;
   readonly #slots: Semaphore;
   readonly #layers: LayerCache;
-  /** Uploads started during builds, per "registry/repository" (see build's stageTo). */
+  /** Uploads started during builds, by destination ("registry/repository"; see build's stageTo). */
   readonly #staged = new Map<string, StagedBlobs>();
   /** Uploads run during builds at once (they share the machine with the compiles). */
   readonly #stageSlots = new Semaphore(4);
@@ -370,7 +370,7 @@ export class Orchestrator {
 
   /** Starts uploading a layer file to a repository unless already started; the new upload, if any. */
   #stage(repo: Repo, desc: { digest: Digest; size: number }, file: string, signal: AbortSignal) {
-    const key = `${repo.registry}/${repo.repository}`;
+    const key = describeDestination({ kind: "registry", repo });
     let staged = this.#staged.get(key);
     if (!staged) this.#staged.set(key, (staged = new Map() as StagedBlobs));
     if (staged.has(desc.digest)) return undefined;
@@ -388,7 +388,7 @@ export class Orchestrator {
         const from = mountFrom
           .filter((m) => m.registry === dest.repo.registry && m.repository !== dest.repo.repository)
           .map((m) => m.repository);
-        const staged = this.#staged.get(`${dest.repo.registry}/${dest.repo.repository}`);
+        const staged = this.#staged.get(describeDestination(dest));
         return new RegistryPublisher(this.client, dest.repo, {
           ...(from.length ? { mountFrom: from } : {}),
           ...(staged ? { staged } : {}),

@@ -8,6 +8,7 @@ import { mkdir, readFile, rename, stat } from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../../errors.js";
 import { type BaseImage, imageFromConfig, isoTime, assembleIndex } from "../../image/assemble.js";
+import type { Descriptor } from "../../digest/index.js";
 import type { Image } from "../../image/index.js";
 import { LayerCache, markUsed } from "../../layer/cache.js";
 import { LayerPool } from "../../layer/pool.js";
@@ -105,6 +106,17 @@ export class DockerfileBuilder implements Builder {
       const images = await Promise.all(
         plans.map(async (plan): Promise<Image> => {
           const states = new Map<number, StageState>();
+          /** A layer of this platform's image, with the file its bytes are in. */
+          const layerEvent = (l: Descriptor, cached: boolean, what: string, file: string) =>
+            emit({
+              type: "layer",
+              platform: plan.platform,
+              digest: l.digest,
+              size: l.size,
+              cached,
+              what,
+              file,
+            });
           // Stages whose layers end up in the image: the target and the stages it is FROM.
           const chain = new Set<number>();
           for (let i: number | undefined = plan.target; i !== undefined;) {
@@ -140,16 +152,7 @@ export class DockerfileBuilder implements Builder {
                 tarOpts,
                 layers: chain.has(stage.index),
                 imageTree: (ref, platform) => this.#imageTree(ref, platform, opts.signal),
-                onLayer: (l) =>
-                  emit({
-                    type: "layer",
-                    platform: plan.platform,
-                    digest: l.digest,
-                    size: l.size,
-                    cached: l.cached,
-                    what: l.createdBy,
-                    file: l.file,
-                  }),
+                onLayer: (l) => layerEvent(l, l.cached, l.createdBy, l.file),
                 ...(opts.signal ? { signal: opts.signal } : {}),
               });
             } catch (e) {
@@ -186,15 +189,12 @@ export class DockerfileBuilder implements Builder {
               // image, its layers are reported with their files (a registry push may start).
               if (chain.has(stage.index))
                 for (const l of d.state.base?.layers ?? [])
-                  emit({
-                    type: "layer",
-                    platform: plan.platform,
-                    digest: l.digest,
-                    size: l.size,
-                    cached: d.reused,
-                    what: `stage ${stage.name ?? stage.index} on ${backend.name}`,
-                    file: d.layout.blobPath(l.digest),
-                  });
+                  layerEvent(
+                    l,
+                    d.reused,
+                    `stage ${stage.name ?? stage.index} on ${backend.name}`,
+                    d.layout.blobPath(l.digest),
+                  );
             }
             count(stage.steps.length, where);
             emit({ type: "step-done", platform: plan.platform, step, ms: performance.now() - t0, where });

@@ -245,6 +245,12 @@ async function ensureDir(
   }
 }
 
+/** A copied node with its source's extended attributes, if it has any. */
+function withXattrs(node: Node, from: Node): Node {
+  if (from.xattrs) node.xattrs = from.xattrs;
+  return node;
+}
+
 /** COPY / ADD of sources from a file system into the tree; returns the keys it changed. */
 async function copyInto(
   tree: Tree,
@@ -307,19 +313,15 @@ async function copyInto(
     const mode = opts.chmod ?? n.mode;
     const uid = opts.own?.uid ?? (fromContext ? 0 : n.uid);
     const gid = opts.own?.gid ?? opts.own?.uid ?? (fromContext ? 0 : n.gid);
-    const withXattrs = (node: Node): Node => {
-      if (n.xattrs) node.xattrs = n.xattrs;
-      return node;
-    };
     if (n.type === "dir") {
       const existing = tree.get(real);
-      if (existing?.type !== "dir") tree.set(real, withXattrs({ type: "dir", mode, uid, gid }));
+      if (existing?.type !== "dir") tree.set(real, withXattrs({ type: "dir", mode, uid, gid }, n));
       else if (opts.own || opts.chmod !== undefined)
-        tree.set(real, withXattrs({ ...existing, mode, uid, gid }));
+        tree.set(real, withXattrs({ ...existing, mode, uid, gid }, n));
     } else if (n.type === "symlink") {
       tree.set(real, { type: "symlink", mode: 0o777, uid, gid, target: n.target! });
     } else {
-      tree.set(real, withXattrs({ type: "file", mode, uid, gid, source: n.source! }));
+      tree.set(real, withXattrs({ type: "file", mode, uid, gid, source: n.source! }, n));
     }
     changed.add(real);
   };

@@ -112,9 +112,6 @@ export class GoBuilder implements Builder {
     return { CGO_ENABLED: "1", ...(c ? { CC: c.cc } : {}), ...(c?.cxx ? { CXX: c.cxx } : {}) };
   }
 
-  /** The base per platform, once read (set by build). */
-  #baseP: Promise<Map<string, BaseImage> | undefined> = Promise.resolve(undefined);
-
   /** Static on scratch, dynamic on a base, unless the user said which. */
   get #link(): "static" | "dynamic" {
     return this.#o.cgo?.link ?? (this.#o.base ? "dynamic" : "static");
@@ -258,7 +255,6 @@ export class GoBuilder implements Builder {
     // 3. The base, if still being read.
     const baseP = Promise.resolve(o.base);
     baseP.catch((e: unknown) => stop.abort(e));
-    this.#baseP = baseP;
     // 4. Module dependencies, once for every platform, before any compile needs them.
     const modulesP = downloadModules({
       dir: o.dir,
@@ -286,6 +282,7 @@ export class GoBuilder implements Builder {
             return await this.#platformImage(
               platform,
               await binP,
+              baseP,
               pkgsP,
               staticP,
               slots,
@@ -365,6 +362,7 @@ export class GoBuilder implements Builder {
   async #platformImage(
     platform: Platform,
     bin: { out: string; kept: string },
+    baseP: Promise<Map<string, BaseImage> | undefined>,
     pkgsP: Promise<GoPackage[]>,
     staticP: Promise<FileLayer | undefined>,
     slots: Semaphore,
@@ -417,7 +415,7 @@ export class GoBuilder implements Builder {
       pkgs.map((p) => nameOf(p)),
     ).catch(() => {});
     const binName = nameOf(pkg);
-    const bases = await this.#baseP;
+    const bases = await baseP;
     const base = bases?.get(formatPlatform(platform));
     if (bases && !base) {
       throw new PolyarchError({
