@@ -16,6 +16,7 @@ import {
   freePort,
   httpGet,
   mustRun,
+  run,
   runUnpacked,
   startInChroot,
   unpackPlatform,
@@ -359,5 +360,87 @@ describe("outputs and inspect", () => {
     } finally {
       await cleanup(dir);
     }
+  });
+});
+
+describe("debug info", () => {
+  /** A file of one platform's image, unpacked by umoci. */
+  const unpackedFile = async (ref: string, platform: string, file: string, label: string) => {
+    const dir = path.join(work, `${label}-unpacked`);
+    await mkdir(dir, { recursive: true });
+    const { rootfs } = await unpackPlatform(ref, parsePlatform(platform), dir);
+    return path.join(rootfs, file);
+  };
+  /** Section names of an ELF file, as readelf lists them. */
+  const sections = async (file: string) =>
+    [...(await mustRun("readelf", ["-S", "-W", file])).matchAll(/\]\s+(\.\S+)/g)].map((m) => m[1]!);
+  /** Builds a program that panics three calls deep for linux/amd64 and returns its binary, unpacked. */
+  const panicky = async (label: string, flags: string[], env: Record<string, string> = {}) => {
+    const dir = path.join(work, `panicky-${label}`);
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, "go.mod"), "module example.com/panicky\n\ngo 1.22\n");
+    await writeFile(
+      path.join(dir, "main.go"),
+      [
+        "package main",
+        "",
+        "func crash(n int) {",
+        "\tif n == 3 {",
+        '\t\tpanic("boom")',
+        "\t}",
+        "\tcrash(n + 1)",
+        "}",
+        "",
+        "func main() { crash(0) }",
+        "",
+      ].join("\n"),
+    );
+    const out = path.join(work, `panicky-${label}-out`);
+    const r = await polyarch(["build", dir, "-q", "-p", "linux/amd64", "-o", `oci:${out}`, ...flags], {
+      env: { POLYARCH_CACHE_DIR: cacheA(), SOURCE_DATE_EPOCH: "0", ...env },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    return unpackedFile(`oci:${out}:latest`, "linux/amd64", "app/panicky", `panicky-${label}`);
+  };
+
+  it("leaves DWARF and the symbol table out by default; build info and whole stack traces stay", async () => {
+    const bin = await panicky("default", []);
+    const names = await sections(bin);
+    assert.ok(names.includes(".text") && names.includes(".gopclntab"), names.join(" "));
+    assert.deepEqual(
+      names.filter((n) => /debug|^\.symtab$/.test(n)),
+      [],
+      `sections: ${names.join(" ")}`,
+    );
+    assert.match(await mustRun("go", ["version", "-m", bin]), /path\s+example\.com\/panicky/);
+    const r = await run(bin, []);
+    assert.equal(r.code, 2);
+    // Function names, arguments and file:line come from the pclntab, which stripping keeps.
+    assert.match(r.stderr, /panic: boom/);
+    assert.match(r.stderr, /main\.crash\([^)]*\)\n\s+example\.com\/panicky\/main\.go:5 /);
+    assert.match(r.stderr, /main\.main\(\)\n\s+example\.com\/panicky\/main\.go:10 /);
+    // The default build's six maintenance-proxy binaries are stripped too.
+    const mp = await sections(
+      await unpackedFile(`oci:${layoutDir}:v1`, "linux/arm64", "app/maintenance-proxy", "mp-arm64"),
+    );
+    assert.deepEqual(
+      mp.filter((n) => /debug|^\.symtab$/.test(n)),
+      [],
+    );
+  });
+
+  it("keeps them with --debug-info", async () => {
+    const names = await sections(await panicky("debug", ["--debug-info"]));
+    assert.ok(
+      names.some((n) => /^\.z?debug_info$/.test(n)),
+      names.join(" "),
+    );
+    assert.ok(names.includes(".symtab"), names.join(" "));
+  });
+
+  it("leaves the link flags to GOFLAGS when it sets -ldflags", async () => {
+    const names = await sections(await panicky("goflags", [], { GOFLAGS: "-ldflags=-w" }));
+    // GOFLAGS asked for -w only: the symbol table stays, since polyarch did not add its -s.
+    assert.ok(names.includes(".symtab"), names.join(" "));
   });
 });

@@ -98,6 +98,25 @@ describe("polyarch.yaml", () => {
     );
   });
 
+  it("debugInfo: a boolean for Go images, false unless set", () => {
+    const resolve = (yaml: string) =>
+      resolveConfig("/repo", parsePolyarchFile(yaml, "polyarch.yaml"), {}, {}).images[0]!.debugInfo;
+    assert.equal(resolve("images:\n  - name: api\n"), false);
+    assert.equal(resolve("images:\n  - name: api\n    debugInfo: true\n"), true);
+    assert.throws(
+      () => parsePolyarchFile("images:\n  - name: api\n    debugInfo: yes please\n", "polyarch.yaml"),
+      /polyarch\.yaml:3: images\[0\]\.debugInfo: expected true or false, not "yes please"/,
+    );
+    assert.throws(
+      () =>
+        parsePolyarchFile(
+          "images:\n  - name: web\n    dockerfile: Dockerfile\n    debugInfo: true\n",
+          "polyarch.yaml",
+        ),
+      /images\[0\]\.debugInfo: debugInfo is for Go images/,
+    );
+  });
+
   it("cgo and cc: checked with line and key; cc needs cgo on; the file's cgo wins over CGO_ENABLED; cc keys are platforms", () => {
     assert.throws(
       () => parsePolyarchFile("images:\n  - name: db\n    cgo: maybe\n", "polyarch.yaml"),

@@ -28,6 +28,7 @@ export interface BuildFlags {
   tag?: string[];
   output?: string;
   ldflags?: string;
+  debugInfo?: boolean;
   buildTags?: string;
   cgo?: boolean | string;
   cc?: string[];
@@ -214,6 +215,7 @@ export async function runBuild(
             main: ".",
             ...(flags.main?.length ? { extraMains: flags.main } : {}),
             ...(flags.ldflags ? { ldflags: flags.ldflags } : {}),
+            ...(flags.debugInfo ? { debugInfo: true } : {}),
             ...(flags.buildTags ? { buildTags: flags.buildTags.split(",") } : {}),
             ...(cgo ? { cgo } : {}),
           },

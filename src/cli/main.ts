@@ -35,6 +35,12 @@ const CC_OPTION = () =>
     "the C compiler for one platform's cgo build, e.g. linux/arm64=aarch64-linux-gnu-gcc (repeatable; also CC_linux_arm64)",
   ).argParser(collect);
 
+const DEBUG_INFO_OPTION = () =>
+  new Option(
+    "--debug-info",
+    "keep DWARF and the symbol table in the binaries (for delve, gdb); by default they are left out (-ldflags=-s -w, compiled without DWARF), which stack traces do not need",
+  );
+
 export async function main(argv: readonly string[], io: CliIO, signal?: AbortSignal): Promise<number> {
   let exit = 0;
   const debug = argv.includes("--debug");
@@ -54,10 +60,11 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .description(
       [
         "Cross-compile the Go main package in DIR (default: .) once per platform with the host Go",
-        "toolchain (CGO_ENABLED=0 unless --cgo, -trimpath), put each binary at /app/<name> on an empty (scratch)",
-        "base, add DIR/kodata/ as a static-files layer at /app/data, and write one image index",
-        "over all platforms. SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp.",
-      ].join("\n"),
+        "toolchain (CGO_ENABLED=0 unless --cgo, -trimpath, no debug info unless --debug-info), put each",
+        "binary at /app/<name> on an empty (scratch) base, add DIR/kodata/ as a static-files layer at",
+        "/app/data, and write one image index over all platforms. SOURCE_DATE_EPOCH (default: the last",
+        "commit's time) fixes every timestamp.",
+      ].join(" "),
     )
     .argument("[dir]", "directory of the main package", ".")
     .option(
@@ -70,10 +77,11 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
       "-o, --output <target>",
       `oci:<dir> (OCI image layout) or tarball:<file> (docker load / oci-archive); default ${DEFAULT_OUTPUT} unless --push is given`,
     )
-    .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-s -w -X main.version=1.2.3'")
+    .option("--ldflags <flags>", "extra -ldflags for go build, e.g. '-X main.version=1.2.3'")
     .option("--build-tags <tags>", "go build tags, comma separated")
     .addOption(CGO_OPTION())
     .addOption(CC_OPTION())
+    .addOption(DEBUG_INFO_OPTION())
     .option("--user <user>", "user the entrypoint runs as, e.g. 65532:65532")
     .option("--nonroot", "run as the unprivileged user 65532:65532")
     .option("-e, --env <KEY=VALUE>", "environment variable in the image (repeatable)", collect)
@@ -330,6 +338,7 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
     .addOption(CGO_OPTION())
     .addOption(CC_OPTION())
+    .addOption(DEBUG_INFO_OPTION())
     .option("-q, --quiet", "no progress on stderr")
     .action(async (flags: import("./resolve.js").ResolveFlags) => {
       exit = await (await import("./resolve.js")).runResolve(flags, io, signal);

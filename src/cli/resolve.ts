@@ -27,6 +27,7 @@ export interface ResolveFlags {
   jobs?: string;
   cgo?: boolean | string;
   cc?: string[];
+  debugInfo?: boolean;
   quiet?: boolean;
 }
 
@@ -91,7 +92,13 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
       const dir = await packageDir(ip, io);
       const { index, name, mountFrom } = await orch.build(
         {
-          source: { kind: "go", dir, main: ".", ...(cgo ? { cgo } : {}) },
+          source: {
+            kind: "go",
+            dir,
+            main: ".",
+            ...(cgo ? { cgo } : {}),
+            ...(flags.debugInfo ? { debugInfo: true } : {}),
+          },
           platforms,
           sourceDateEpoch: epoch.value,
           image: { env: [], exposedPorts: [], labels: {}, annotations: {} },

@@ -48,6 +48,7 @@ export interface ResolvedImage {
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags: string | undefined;
+  debugInfo: boolean;
   /** cgo settings (cgo:, cc:, else CGO_ENABLED=1 in the environment); undefined: pure Go. */
   cgo: CgoOptions | undefined;
   entrypoint: string[] | undefined;
@@ -204,6 +205,7 @@ export function resolveConfig(
       env: im.env,
       labels: im.labels,
       ldflags: im.ldflags,
+      debugInfo: im.debugInfo ?? false,
       cgo:
         im.builder === "go"
           ? cgoOptions({ cgo: im.cgo, cc: im.cc }, env, {

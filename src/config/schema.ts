@@ -28,6 +28,8 @@ export interface ImageConfigFile {
   env: Record<string, string>;
   labels: Record<string, string>;
   ldflags?: string;
+  /** Keep DWARF and the symbol table in the binaries (default: left out). */
+  debugInfo?: boolean;
   /** cgo: true (static on scratch, dynamic on a base), static or dynamic; false turns it off. */
   cgo?: boolean | "static" | "dynamic";
   /** C compiler by platform for cgo builds ("linux/arm64": aarch64-linux-gnu-gcc). */
@@ -203,6 +205,7 @@ function image(v: unknown, p: Path): ImageConfigFile {
     "env",
     "labels",
     "ldflags",
+    "debugInfo",
     "cgo",
     "cc",
     "dockerfile",
@@ -252,6 +255,12 @@ function image(v: unknown, p: Path): ImageConfigFile {
   if (user) out.user = user;
   const ldflags = optStr(o["ldflags"], [...p, "ldflags"]);
   if (ldflags) out.ldflags = ldflags;
+  const debugInfo = o["debugInfo"];
+  if (debugInfo !== undefined && debugInfo !== null) {
+    if (typeof debugInfo !== "boolean")
+      throw new Located([...p, "debugInfo"], `expected true or false, not ${JSON.stringify(debugInfo)}`);
+    if (debugInfo) out.debugInfo = true;
+  }
   const cgo = o["cgo"];
   if (cgo !== undefined && cgo !== null) {
     if (cgo !== true && cgo !== false && cgo !== "static" && cgo !== "dynamic")
@@ -267,7 +276,17 @@ function image(v: unknown, p: Path): ImageConfigFile {
     if (target) out.target = target;
     const cache = optStr(o["cache"], [...p, "cache"]);
     if (cache) out.cache = cache;
-    for (const k of ["main", "ldflags", "cgo", "cc", "entrypoint", "user", "env", "ports"] as const)
+    for (const k of [
+      "main",
+      "ldflags",
+      "debugInfo",
+      "cgo",
+      "cc",
+      "entrypoint",
+      "user",
+      "env",
+      "ports",
+    ] as const)
       if (o[k] !== undefined)
         throw new Located([...p, k], `${k} is for Go images; a Dockerfile image sets it in the Dockerfile`);
   } else {

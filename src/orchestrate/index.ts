@@ -52,6 +52,8 @@ export interface GoSource {
   /** More main packages built into the same image, each /app/<name>. */
   extraMains?: string[];
   ldflags?: string;
+  /** Keep DWARF and the symbol table (default: left out). */
+  debugInfo?: boolean;
   buildTags?: string[];
   /** CGO_ENABLED=1 with a C compiler per platform; absent: pure Go. */
   cgo?: CgoOptions;
@@ -287,6 +289,7 @@ export class Orchestrator {
           limiter: this.#slots,
           layerCache: this.#layers,
           ...(req.source.ldflags ? { ldflags: req.source.ldflags } : {}),
+          ...(req.source.debugInfo ? { debugInfo: true } : {}),
           ...(req.source.buildTags?.length ? { buildTags: req.source.buildTags } : {}),
           ...(req.source.cgo ? { cgo: req.source.cgo } : {}),
           image: req.image,

@@ -39,6 +39,7 @@ export interface PlannedImage {
   tags: string[];
   platformTags: { platform: Platform; tag: string }[];
   ldflags: string | undefined;
+  debugInfo: boolean;
   cgo: CgoOptions | undefined;
   annotations: Record<string, string>;
   env: string[];
@@ -137,6 +138,7 @@ export function planRun(
           )
         : [],
       ldflags: im.ldflags ? expandTemplate(im.ldflags, vars) : undefined,
+      debugInfo: im.debugInfo,
       cgo: im.cgo,
       annotations: { ...annotations, [Annotation.TITLE]: im.name },
       env: Object.entries(im.env).map(([k, v]) => `${k}=${v}`),
@@ -255,6 +257,7 @@ export function buildRequestFor(im: PlannedImage, sourceDateEpoch: number): Buil
           main: im.main,
           ...(im.extraMains.length ? { extraMains: im.extraMains } : {}),
           ...(im.ldflags ? { ldflags: im.ldflags } : {}),
+          ...(im.debugInfo ? { debugInfo: true } : {}),
           ...(im.cgo ? { cgo: im.cgo } : {}),
         },
     platforms: im.platforms,

@@ -53,6 +53,13 @@ export interface GoBuildOptions {
   cacheDir: string;
   jobs: number;
   ldflags?: string;
+  /**
+   * Keep DWARF and the symbol table in the binaries (for delve, gdb, nm). By default they are
+   * left out — compiled without DWARF, linked with -s -w — unless GOFLAGS sets -gcflags or
+   * -ldflags itself: images are a third smaller and builds faster, and stack traces stay whole
+   * (they come from the pclntab, which is kept).
+   */
+  debugInfo?: boolean;
   buildTags?: string[];
   /** CGO_ENABLED=1 with a C compiler per platform; absent: CGO_ENABLED=0 (static, pure Go). */
   cgo?: CgoOptions;
@@ -332,6 +339,30 @@ export class GoBuilder implements Builder {
   }
 
   /**
+   * go build's flags but -o: -trimpath; without debug info unless asked (or GOFLAGS chooses the
+   * compiler's or linker's flags itself — a -gcflags or -ldflags here would replace those); a
+   * static cgo binary's link flags; then the user's own -ldflags, which come last and win.
+   */
+  #flags(): string[] {
+    const o = this.#o;
+    const goflags = o.env["GOFLAGS"] ?? "";
+    const inGoflags = (name: string) => new RegExp(`(^|\\s)--?${name}(=|\\s|$)`).test(goflags);
+    const strip = !o.debugInfo;
+    const args = ["-trimpath"];
+    if (strip && !inGoflags("gcflags")) args.push("-gcflags=all=-dwarf=false");
+    const link = o.cgo ? linkFlags(this.#link) : { ldflags: [], tags: [] };
+    const ldflags = [
+      ...(strip && !inGoflags("ldflags") ? ["-s", "-w"] : []),
+      ...link.ldflags,
+      ...(o.ldflags ? [o.ldflags] : []),
+    ];
+    if (ldflags.length) args.push(`-ldflags=${ldflags.join(" ")}`);
+    const tags = [...(o.buildTags ?? []), ...link.tags.filter((t) => !o.buildTags?.includes(t))];
+    if (tags.length) args.push(`-tags=${tags.join(",")}`);
+    return args;
+  }
+
+  /**
    * Where binaries go, per platform below each: `out`, this checkout's own output directory
    * (by its directory), and `kept`, where the last binaries of this package are kept (by the
    * module path and the package's place in it — not by the checkout's directory — so a new
@@ -384,13 +415,7 @@ export class GoBuilder implements Builder {
       signal.throwIfAborted();
       emit({ type: "step-start", platform, step: "compile" });
       const t0 = performance.now();
-      const args = ["build", "-trimpath", "-o", `${outDir}${path.sep}`];
-      // A static cgo binary: the external linker told so (the user's own -ldflags come after and win).
-      const link = o.cgo ? linkFlags(this.#link) : { ldflags: [], tags: [] };
-      const ldflags = [...link.ldflags, ...(o.ldflags ? [o.ldflags] : [])];
-      if (ldflags.length) args.push(`-ldflags=${ldflags.join(" ")}`);
-      const tags = [...(o.buildTags ?? []), ...link.tags.filter((t) => !o.buildTags?.includes(t))];
-      if (tags.length) args.push(`-tags=${tags.join(",")}`);
+      const args = ["build", ...this.#flags(), "-o", `${outDir}${path.sep}`];
       // With -o <dir>/, go build writes each main package's binary into the directory.
       args.push("--", ...this.#mains);
       const r = await this.#go(args, { ...toGoEnv(platform), ...this.#cgoEnv(platform) }, signal);
@@ -446,7 +471,8 @@ export class GoBuilder implements Builder {
     const binLayer = await this.#cache.layer(
       entries,
       tarOpts,
-      `polyarch: go build -trimpath ${pkgs.map((p) => p.importPath).join(" ")} (${formatPlatform(platform)})`,
+      // Not the flags themselves: the user's -ldflags may carry -X values meant for the binary only.
+      `polyarch: go build -trimpath${o.debugInfo ? "" : " (no debug info)"} ${pkgs.map((p) => p.importPath).join(" ")} (${formatPlatform(platform)})`,
       pool,
     );
     emit({
