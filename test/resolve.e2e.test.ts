@@ -98,6 +98,93 @@ describe("polyarch resolve", () => {
     }
   });
 
+  it("--base puts every image on a base, and -p all takes the base's platforms (ko's KO_DEFAULTBASEIMAGE and --platform=all)", async () => {
+    const repo = path.join(work, "based");
+    await cp(path.join(ROOT, "examples", "hello"), repo, { recursive: true });
+    await writeFile(path.join(repo, "d.yaml"), "image: polyarch://./\n");
+    const env = { SOURCE_DATE_EPOCH: "1700000000", POLYARCH_CACHE_DIR: path.join(work, "cache-based") };
+    // The base: one file, for two platforms, in the same registry.
+    const ctx = path.join(work, "base-ctx");
+    await mkdir(path.join(ctx, "etc"), { recursive: true });
+    await writeFile(path.join(ctx, "etc", "motd"), "based\n");
+    await writeFile(path.join(ctx, "Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\n");
+    const base = `${reg.host}/bases/static:1`;
+    const b = await polyarch(
+      [
+        "build",
+        "-q",
+        "-f",
+        path.join(ctx, "Dockerfile"),
+        ctx,
+        "-p",
+        "linux/arm64,linux/s390x",
+        "--push",
+        base,
+      ],
+      { env },
+    );
+    assert.equal(b.code, 0, b.stderr);
+    const baseIndex = JSON.parse(
+      await mustRun("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${base}`]),
+    ) as { manifests: { digest: string }[] };
+    const baseLayer = (
+      JSON.parse(
+        await mustRun("skopeo", [
+          "inspect",
+          "--raw",
+          "--tls-verify=false",
+          `docker://${reg.host}/bases/static@${baseIndex.manifests[0]!.digest}`,
+        ]),
+      ) as { layers: { digest: string }[] }
+    ).layers[0]!.digest;
+
+    const prefix = `${reg.host}/based`;
+    const r = await polyarch(["resolve", "-f", "d.yaml", "--push", prefix, "-p", "all", "--base", base], {
+      cwd: repo,
+      env,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const digest = new RegExp(`${prefix.replaceAll(".", "\\.")}/hello@(sha256:[a-f0-9]{64})`).exec(
+      r.stdout,
+    )?.[1];
+    assert.ok(digest, r.stdout);
+    const index = JSON.parse(
+      await mustRun("skopeo", [
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        `docker://${prefix}/hello@${digest}`,
+      ]),
+    ) as { manifests: { digest: string; platform: { architecture: string } }[] };
+    assert.deepEqual(
+      index.manifests.map((m) => m.platform.architecture),
+      ["arm64", "s390x"],
+    );
+    for (const m of index.manifests) {
+      const mf = JSON.parse(
+        await mustRun("skopeo", [
+          "inspect",
+          "--raw",
+          "--tls-verify=false",
+          `docker://${prefix}/hello@${m.digest}`,
+        ]),
+      ) as { layers: { digest: string }[]; annotations: Record<string, string> };
+      assert.equal(mf.layers.length, 2);
+      assert.equal(mf.layers[0]!.digest, baseLayer, "the base's layer comes first");
+      assert.equal(mf.annotations["org.opencontainers.image.base.name"], base);
+    }
+    const bad = await polyarch(["resolve", "-f", "d.yaml", "--push", prefix, "-p", "all"], {
+      cwd: repo,
+      env,
+    });
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.stderr,
+      /--platform all builds every platform of the base image, and no --base is given/,
+    );
+    assert.equal(bad.stdout, "");
+  });
+
   it("--cgo (or CGO_ENABLED=1) builds with cgo: a platform without a C cross compiler is named before any compile, nothing is pushed", async () => {
     const repo = path.join(work, "cgo");
     await cp(path.join(ROOT, "examples", "hello"), repo, { recursive: true });

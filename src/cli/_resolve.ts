@@ -1,6 +1,7 @@
 import os from "node:os";
 import path from "node:path";
 import { PolyarchError } from "../errors.js";
+import { hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";
 import type { Exec } from "../util/exec.js";
 
 /** The last second RFC 3339 can write (9999-12-31T23:59:59Z): skopeo and umoci parse no later `created`. */
@@ -80,4 +81,25 @@ export function parsePairs(items: readonly string[], what: string): Record<strin
     out[item.slice(0, eq)] = item.slice(eq + 1);
   }
   return out;
+}
+
+/**
+ * -p/--platform: a list (default linux/<host arch>), or `all` — every platform of
+ * the base (ko's --platform=all), which the caller reads from the base once it can (`all`).
+ */
+export function parsePlatformFlag(
+  list: readonly string[] | undefined,
+  base: string | undefined,
+): { platforms: Platform[]; all: boolean } {
+  const all = list?.length === 1 && list[0]!.trim().toLowerCase() === "all";
+  if (all && !base)
+    throw new PolyarchError({
+      code: "E_INPUT",
+      message: "--platform all builds every platform of the base image, and no --base is given",
+      hint: "Give the base: --base <registry reference or oci:dir[:tag]> --platform all.",
+    });
+  return {
+    platforms: list?.length && !all ? parsePlatformList(list) : [{ ...hostPlatform(), os: "linux" }],
+    all,
+  };
 }

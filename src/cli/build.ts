@@ -15,7 +15,7 @@ import { describeDockerfilePlan } from "../builder/dockerfile/plan.js";
 import { cacheRepository, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import { type CliIO, humanSize, table } from "./_io.js";
-import { parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
+import { parsePlatformFlag, parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 import { cgoOptions } from "../builder/go/cgo.js";
 import { platformTag } from "../tags/index.js";
@@ -73,22 +73,15 @@ export async function runBuild(
       message: "--main adds Go main packages; a Dockerfile build (-f) has none",
       hint: "Leave out --main, or build the Go packages without -f.",
     });
-  // --platform all: every platform the base image has (ko's --platform=all), read below.
-  const allOfBase = flags.platform?.length === 1 && flags.platform[0]!.trim().toLowerCase() === "all";
-  if (allOfBase && (!flags.base || flags.file))
+  if (flags.file && flags.platform?.length === 1 && flags.platform[0]!.trim().toLowerCase() === "all")
     throw new PolyarchError({
       code: "E_INPUT",
-      message: flags.file
-        ? "--platform all is for Go builds on a --base; a Dockerfile names its platforms with -p"
-        : "--platform all builds every platform of the base image, and no --base is given",
-      hint: flags.file
-        ? "List the platforms: -p linux/amd64,linux/arm64."
-        : "Give the base: --base <registry reference or oci:dir[:tag]> --platform all.",
+      message: "--platform all is for Go builds on a --base; a Dockerfile names its platforms with -p",
+      hint: "List the platforms: -p linux/amd64,linux/arm64.",
     });
-  let platforms: Platform[] =
-    flags.platform?.length && !allOfBase
-      ? parsePlatformList(flags.platform)
-      : [{ ...hostPlatform(), os: "linux" }];
+  // --platform all: every platform the base image has, read once the orchestrator is up.
+  const { platforms: listed, all: allOfBase } = parsePlatformFlag(flags.platform, flags.base);
+  let platforms: Platform[] = listed;
   // --push sends the image to a registry; an --output given as well also gets it.
   const pushLoc = flags.push ? parseLocation(flags.push) : undefined;
   if (pushLoc && pushLoc.kind !== "registry") {

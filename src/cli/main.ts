@@ -336,6 +336,10 @@ export async function main(argv: readonly string[], io: CliIO, signal?: AbortSig
     .option("-t, --tag <tag>", "tags for every image (repeatable; default latest)", collect)
     .option("--insecure <registry>", "allow plain HTTP to this registry (repeatable)", collect)
     .option("-j, --jobs <n>", "platforms compiled at once (default: number of cores)")
+    .option(
+      "--base <ref>",
+      "base image of every image (registry reference or oci:<dir>[:tag]; default: scratch); -p all takes its platforms",
+    )
     .addOption(CGO_OPTION())
     .addOption(CC_OPTION())
     .addOption(DEBUG_INFO_OPTION())

@@ -10,12 +10,11 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { PolyarchError } from "../errors.js";
 import { registryDestination } from "../orchestrate/index.js";
-import { hostPlatform, type Platform, parsePlatformList } from "../platform/index.js";
 import { formatReference, parseReference, validateTag } from "../ref/index.js";
 import { exec } from "../util/exec.js";
 import type { CliIO } from "./_io.js";
 import { cgoOptions } from "../builder/go/cgo.js";
-import { parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
+import { parsePlatformFlag, parseJobs, parsePairs, resolveSourceDateEpoch } from "./_resolve.js";
 import { makeOrchestrator } from "./_world.js";
 
 export interface ResolveFlags {
@@ -28,6 +27,7 @@ export interface ResolveFlags {
   cgo?: boolean | string;
   cc?: string[];
   debugInfo?: boolean;
+  base?: string;
   quiet?: boolean;
 }
 
@@ -56,9 +56,7 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
       message: `--push ${flags.push} is a prefix, so it takes no tag or digest`,
       hint: "Write --push registry/prefix; set tags with --tag.",
     });
-  const platforms: Platform[] = flags.platform?.length
-    ? parsePlatformList(flags.platform)
-    : [{ ...hostPlatform(), os: "linux" }];
+  const { platforms: listed, all: allOfBase } = parsePlatformFlag(flags.platform, flags.base);
   const tags = [...new Set((flags.tag?.length ? flags.tag : ["latest"]).flatMap((t) => t.split(",")))].map(
     (t) => validateTag(t.trim()),
   );
@@ -88,6 +86,7 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
   const orch = makeOrchestrator(io, { ...(flags.insecure ? { insecure: flags.insecure } : {}), jobs });
   const resolved = new Map<string, string>();
   try {
+    const platforms = allOfBase ? await orch.basePlatforms(flags.base!, signal) : listed;
     for (const ip of importPaths) {
       const dir = await packageDir(ip, io);
       const { index, name, mountFrom } = await orch.build(
@@ -102,6 +101,7 @@ export async function runResolve(flags: ResolveFlags, io: CliIO, signal?: AbortS
           platforms,
           sourceDateEpoch: epoch.value,
           image: { env: [], exposedPorts: [], labels: {}, annotations: {} },
+          ...(flags.base ? { base: flags.base } : {}),
         },
         signal ? { signal } : {},
       );
