@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { Readable } from "node:stream";
 import { describe, it } from "node:test";
-import type { HttpLike, HttpOptions, HttpResponse, ResponseBody } from "../src/registry/_http.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import {
+  HttpClient,
+  type HttpLike,
+  type HttpOptions,
+  type HttpResponse,
+  type ResponseBody,
+} from "../src/registry/_http.js";
 import { getEventListeners } from "node:events";
 import { RegistryClient, Transport } from "../src/registry/index.js";
 import { DEFAULT_RETRY, type Resolver, type TransportOptions } from "../src/registry/transport.js";
@@ -329,6 +337,51 @@ describe("security regressions", () => {
     assert.equal(toRealm.authorization?.startsWith("Basic "), true, "the user's credentials go to the realm");
     const toRegistry = http.sent.filter((s) => s.url.includes(":5000/"));
     assert.equal(toRegistry.at(-1)!.authorization, "Bearer t", "the token goes to the registry");
+  });
+
+  it("RetryListeners: node's own HTTP client, 30 requests at once on one signal: no warning, no listener left, an abort ends them all", async () => {
+    let held = 0;
+    const server = createServer((q, res) => {
+      if (q.url === "/hold") held++;
+      else res.end("ok");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const client = new HttpClient();
+    const ac = new AbortController();
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    try {
+      await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const r = await client.request(`${base}/ok`, { method: "GET", headers: {}, signal: ac.signal });
+          assert.equal(r.statusCode, 200);
+          await r.body.dump();
+        }),
+      );
+      assert.equal(getEventListeners(ac.signal, "abort").length, 0, "every request let go of the signal");
+      // Requests the server never answers end when the signal aborts.
+      const hanging = Array.from({ length: 12 }, () =>
+        client.request(`${base}/hold`, { method: "GET", headers: {}, signal: ac.signal }),
+      );
+      while (held < 12) await new Promise((r) => setTimeout(r, 5));
+      ac.abort();
+      const outcomes = await Promise.allSettled(hanging);
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        Array(12).fill("rejected"),
+      );
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off("warning", onWarning);
+      server.closeAllConnections();
+      server.close();
+    }
+    assert.deepEqual(
+      warnings.map((w) => w.name),
+      [],
+    );
   });
 
   it("RetryListeners: many retries on one abort signal leave no listeners behind", async () => {

@@ -219,7 +219,7 @@ export async function runBuild(
       ...(flags.mediaTypes === "docker" ? { mediaTypes: "docker" as const } : {}),
     };
     if (flags.dryRun) {
-      const b = orch.builder(request);
+      const b = await orch.builder(request);
       if (!(b instanceof DockerfileBuilder))
         throw new PolyarchError({
           code: "E_INPUT",

@@ -76,7 +76,7 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   // Dockerfile images: every step, native or delegated and why, checked before any stage runs.
   for (const im of plan.images) {
     if (!im.dockerfile) continue;
-    const b = makeOrchestrator(io).builder(buildRequestFor(im, epoch));
+    const b = await makeOrchestrator(io).builder(buildRequestFor(im, epoch));
     if (!(b instanceof DockerfileBuilder)) continue;
     lines.push(
       ...describeDockerfilePlan(await b.dockerfile(), await b.plan()).map((l) => `        ${im.name} ${l}`),

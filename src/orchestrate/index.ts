@@ -10,7 +10,6 @@
  *    output never claims what a push then failed to store — tags last, then per-platform tags.
  */
 import { createReadStream } from "node:fs";
-import { GoBuilder } from "../builder/go/index.js";
 import type { CgoOptions } from "../builder/go/cgo.js";
 import type { BuildEvent, Builder, ImageSettings } from "../builder/index.js";
 import type { Digest } from "../digest/index.js";
@@ -23,15 +22,7 @@ import { LayerCache } from "../layer/cache.js";
 import { layoutArtifact } from "../layout/artifact.js";
 import { OciLayout } from "../layout/index.js";
 import { formatPlatform, hostPlatform, type Platform } from "../platform/index.js";
-import { DockerfileBuilder } from "../builder/dockerfile/index.js";
-import {
-  BuildahBackend,
-  Builders,
-  BuildkitBackend,
-  DockerBackend,
-  parseDockerEndpoint,
-  type StageBackend,
-} from "../builder/dockerfile/backends.js";
+import type { Builders, StageBackend } from "../builder/dockerfile/backends.js";
 import { type Exec, exec, onPath } from "../util/exec.js";
 import { LayoutPublisher, type Publisher, TarballPublisher } from "../publish/index.js";
 import { type PushStats, RegistryPublisher, type StagedBlobs } from "../publish/registry.js";
@@ -249,7 +240,8 @@ export class Orchestrator {
   }
 
   /** The Dockerfile stage builders: buildah locally, and any mapped to a platform (native nodes). */
-  #builders(): Builders {
+  #builders(m: typeof import("../builder/dockerfile/backends.js")): Builders {
+    const { BuildahBackend, BuildkitBackend, DockerBackend, parseDockerEndpoint } = m;
     const t = this.#t;
     const run = t.exec ?? exec;
     const make = (endpoint: string): StageBackend => {
@@ -268,14 +260,19 @@ export class Orchestrator {
     for (const [p, endpoint] of Object.entries(t.builders ?? {})) byPlatform.set(p, make(endpoint));
     // The local builder: buildah when it is installed, else the user's Docker engine, else buildah (whose absence is then said).
     const local = onPath("buildah", t.env) || !onPath("docker", t.env) ? "buildah" : "docker";
-    return new Builders(make(local), byPlatform, { ...hostPlatform(), os: "linux" });
+    return new m.Builders(make(local), byPlatform, { ...hostPlatform(), os: "linux" });
   }
 
-  /** The builder for a request (the one place builders are chosen). */
-  builder(req: BuildRequest, base?: ResolvedBase | Promise<ResolvedBase>): Builder {
+  /**
+   * The builder for a request (the one place builders are chosen). Builders are loaded when
+   * first asked for: copy, mirror and inspect never load the Dockerfile parser or the builders
+   * (~40 ms of every such command).
+   */
+  async builder(req: BuildRequest, base?: ResolvedBase | Promise<ResolvedBase>): Promise<Builder> {
     const t = this.#t;
     switch (req.source.kind) {
-      case "go":
+      case "go": {
+        const { GoBuilder } = await import("../builder/go/index.js");
         return new GoBuilder({
           dir: req.source.dir,
           mainPackage: req.source.main,
@@ -296,7 +293,12 @@ export class Orchestrator {
           ...(base ? { base: Promise.resolve(base).then((b) => b.images) } : {}),
           ...(t.exec ? { exec: t.exec } : {}),
         });
+      }
       case "dockerfile": {
+        const [{ DockerfileBuilder }, backends] = await Promise.all([
+          import("../builder/dockerfile/index.js"),
+          import("../builder/dockerfile/backends.js"),
+        ]);
         // Bases are opened once per reference; each platform takes its image from it.
         const opened = new Map<string, Promise<ResolvedBase>>();
         return new DockerfileBuilder({
@@ -312,7 +314,7 @@ export class Orchestrator {
           jobs: t.jobs,
           labels: req.image.labels,
           annotations: req.image.annotations,
-          builders: this.#builders(),
+          builders: this.#builders(backends),
           resolveBase: async (ref, platform, signal) => {
             const key = `${ref} ${formatPlatform(platform)}`;
             let p = opened.get(key);
@@ -355,7 +357,9 @@ export class Orchestrator {
       // read is still the error reported.
       const baseP = req.base ? this.resolveBase(req.base, req.platforms, opts.signal) : undefined;
       baseP?.catch(() => {}); // awaited below, and by the builder
-      const built = await this.builder(req, baseP).build({
+      const built = await (
+        await this.builder(req, baseP)
+      ).build({
         ...(opts.signal ? { signal: opts.signal } : {}),
         onEvent,
       });

@@ -79,7 +79,6 @@ export class HttpClient implements HttpLike {
         headers: opts.headers,
         agent: u.protocol === "https:" ? this.#https : this.#http,
         ...(opts.address ? { lookup: pinnedLookup(opts.address) } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
       });
       const idle = opts.idleTimeoutMs ?? 60_000;
       req.setTimeout(idle, () =>
