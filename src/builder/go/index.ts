@@ -345,14 +345,11 @@ export class GoBuilder implements Builder {
    */
   #flags(): string[] {
     const o = this.#o;
-    const goflags = o.env["GOFLAGS"] ?? "";
-    const inGoflags = (name: string) => new RegExp(`(^|\\s)--?${name}(=|\\s|$)`).test(goflags);
-    const strip = !o.debugInfo;
     const args = ["-trimpath"];
-    if (strip && !inGoflags("gcflags")) args.push("-gcflags=all=-dwarf=false");
+    if (!o.debugInfo && !this.#inGoflags("gcflags")) args.push("-gcflags=all=-dwarf=false");
     const link = o.cgo ? linkFlags(this.#link) : { ldflags: [], tags: [] };
     const ldflags = [
-      ...(strip && !inGoflags("ldflags") ? ["-s", "-w"] : []),
+      ...(this.#stripped ? ["-s", "-w"] : []),
       ...link.ldflags,
       ...(o.ldflags ? [o.ldflags] : []),
     ];
@@ -360,6 +357,16 @@ export class GoBuilder implements Builder {
     const tags = [...(o.buildTags ?? []), ...link.tags.filter((t) => !o.buildTags?.includes(t))];
     if (tags.length) args.push(`-tags=${tags.join(",")}`);
     return args;
+  }
+
+  /** Whether GOFLAGS (the user's environment) sets this build flag itself. */
+  #inGoflags(name: string): boolean {
+    return new RegExp(`(^|\\s)--?${name}(=|\\s|$)`).test(this.#o.env["GOFLAGS"] ?? "");
+  }
+
+  /** Linked with -s -w: debug info not asked for, and GOFLAGS leaves the link flags to us. */
+  get #stripped(): boolean {
+    return !this.#o.debugInfo && !this.#inGoflags("ldflags");
   }
 
   /**
@@ -472,7 +479,7 @@ export class GoBuilder implements Builder {
       entries,
       tarOpts,
       // Not the flags themselves: the user's -ldflags may carry -X values meant for the binary only.
-      `polyarch: go build -trimpath${o.debugInfo ? "" : " (no debug info)"} ${pkgs.map((p) => p.importPath).join(" ")} (${formatPlatform(platform)})`,
+      `polyarch: go build -trimpath${this.#stripped ? " (no debug info)" : ""} ${pkgs.map((p) => p.importPath).join(" ")} (${formatPlatform(platform)})`,
       pool,
     );
     emit({
