@@ -74,13 +74,22 @@ export async function runRun(flags: RunFlags, io: CliIO, signal?: AbortSignal): 
   });
   const lines = describePlan(plan);
   // Dockerfile images: every step, native or delegated and why, checked before any stage runs.
-  for (const im of plan.images) {
-    if (!im.dockerfile) continue;
-    const b = await makeOrchestrator(io).builder(buildRequestFor(im, epoch));
-    if (!(b instanceof DockerfileBuilder)) continue;
-    lines.push(
-      ...describeDockerfilePlan(await b.dockerfile(), await b.plan()).map((l) => `        ${im.name} ${l}`),
-    );
+  if (plan.images.some((im) => im.dockerfile)) {
+    const orch = makeOrchestrator(io);
+    try {
+      for (const im of plan.images) {
+        if (!im.dockerfile) continue;
+        const b = await orch.builder(buildRequestFor(im, epoch));
+        if (!(b instanceof DockerfileBuilder)) continue;
+        lines.push(
+          ...describeDockerfilePlan(await b.dockerfile(), await b.plan()).map(
+            (l) => `        ${im.name} ${l}`,
+          ),
+        );
+      }
+    } finally {
+      await orch.close();
+    }
   }
   if (flags.dryRun) {
     if (flags.json)
