@@ -97,6 +97,20 @@ const req = (t: Transport) =>
     expect: [200],
   });
 
+/** The names of the process warnings emitted while `fn` runs (and the turn after it). */
+async function warningsDuring(fn: () => Promise<unknown>): Promise<string[]> {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on("warning", onWarning);
+  try {
+    await fn();
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off("warning", onWarning);
+  }
+  return warnings;
+}
+
 describe("security regressions", () => {
   it("TokenRealmOverPlainHTTP: an https registry's http realm is refused and no credentials go out", async () => {
     const http = scripted([
@@ -349,66 +363,51 @@ describe("security regressions", () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const client = new HttpClient();
     const ac = new AbortController();
-    const warnings: Error[] = [];
-    const onWarning = (w: Error) => warnings.push(w);
-    process.on("warning", onWarning);
     try {
-      await Promise.all(
-        Array.from({ length: 30 }, async () => {
-          const r = await client.request(`${base}/ok`, { method: "GET", headers: {}, signal: ac.signal });
-          assert.equal(r.statusCode, 200);
-          await r.body.dump();
-        }),
-      );
-      assert.equal(getEventListeners(ac.signal, "abort").length, 0, "every request let go of the signal");
-      // Requests the server never answers end when the signal aborts.
-      const hanging = Array.from({ length: 12 }, () =>
-        client.request(`${base}/hold`, { method: "GET", headers: {}, signal: ac.signal }),
-      );
-      while (held < 12) await new Promise((r) => setTimeout(r, 5));
-      ac.abort();
-      const outcomes = await Promise.allSettled(hanging);
-      assert.deepEqual(
-        outcomes.map((o) => o.status),
-        Array(12).fill("rejected"),
-      );
-      await new Promise((r) => setImmediate(r));
+      const warnings = await warningsDuring(async () => {
+        await Promise.all(
+          Array.from({ length: 30 }, async () => {
+            const r = await client.request(`${base}/ok`, { method: "GET", headers: {}, signal: ac.signal });
+            assert.equal(r.statusCode, 200);
+            await r.body.dump();
+          }),
+        );
+        assert.equal(getEventListeners(ac.signal, "abort").length, 0, "every request let go of the signal");
+        // Requests the server never answers end when the signal aborts.
+        const hanging = Array.from({ length: 12 }, () =>
+          client.request(`${base}/hold`, { method: "GET", headers: {}, signal: ac.signal }),
+        );
+        while (held < 12) await new Promise((r) => setTimeout(r, 5));
+        ac.abort();
+        const outcomes = await Promise.allSettled(hanging);
+        assert.deepEqual(
+          outcomes.map((o) => o.status),
+          Array(12).fill("rejected"),
+        );
+      });
+      assert.deepEqual(warnings, []);
     } finally {
-      process.off("warning", onWarning);
       server.closeAllConnections();
       server.close();
     }
-    assert.deepEqual(
-      warnings.map((w) => w.name),
-      [],
-    );
   });
 
   it("RetryListeners: many retries on one abort signal leave no listeners behind", async () => {
     const http = scripted([[/registry\.example/, () => ({ status: 503 })]]);
     const t = transport(http, { retry: { attempts: 3, delaysMs: [0, 0], sleep: DEFAULT_RETRY.sleep } });
     const ac = new AbortController();
-    const warnings: Error[] = [];
-    const onWarning = (w: Error) => warnings.push(w);
-    process.on("warning", onWarning);
-    try {
-      await Promise.all(
+    const warnings = await warningsDuring(() =>
+      Promise.all(
         Array.from({ length: 30 }, () =>
           assert.rejects(
             t.retry("reading", () => req(t), ac.signal),
             /503/,
           ),
         ),
-      );
-      await new Promise((r) => setImmediate(r));
-    } finally {
-      process.off("warning", onWarning);
-    }
-    assert.equal(http.sent.length, 90, "3 attempts each, no more");
-    assert.deepEqual(
-      warnings.map((w) => w.name),
-      [],
+      ),
     );
+    assert.equal(http.sent.length, 90, "3 attempts each, no more");
+    assert.deepEqual(warnings, []);
     assert.equal(getEventListeners(ac.signal, "abort").length, 0);
   });
 });
