@@ -1052,6 +1052,11 @@ describe("Dockerfile builds, natively, against buildah", () => {
       ],
       // A native RUN fails where a real shell would: no shell, or a command the image lacks.
       ["FROM scratch\nRUN mkdir /x\n", /Dockerfile:2: RUN would fail: the image has no \/bin\/sh to run it/],
+      // The JSON form has no shell: `true` is then a program the image must have, as runc would exec it.
+      [
+        'FROM scratch\nRUN ["/bin/true"]\n',
+        /Dockerfile:2: RUN would fail: \/bin\/true: not found in the image/,
+      ],
       [
         `FROM oci:${pwbase}:latest\nRUN mkdir /x && setcap cap_net_raw+ep /bin/busybox\n`,
         /Dockerfile:2: RUN would fail: setcap: not found in the image/,

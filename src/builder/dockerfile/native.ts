@@ -1052,17 +1052,20 @@ async function runStep(
           );
       }
       const pathVar = st.vars().get("PATH") ?? DEFAULT_PATH.slice("PATH=".length);
-      for (const [i, op] of step.ops.entries())
-        if (op.cmd && !findCommand(tree, op.cmd, pathVar, st.workdir()))
+      for (const [i, op] of step.ops.entries()) {
+        // The JSON form runs its first word with no shell, so even `true` must be a program there.
+        const cmd = op.cmd ?? (ins.json ? ins.json[0] : undefined);
+        if (cmd && !findCommand(tree, cmd, pathVar, st.workdir()))
           // Inside a ";" list the shell goes on after "not found": the builder gives the real outcome.
           throw step.ops.slice(i).some((o) => o.then === ";")
-            ? new NeedsBuilder(ins, `${op.cmd} is not in the image, inside a ";" list`)
+            ? new NeedsBuilder(ins, `${cmd} is not in the image, inside a ";" list`)
             : at(
                 df,
                 ins,
-                `RUN would fail: ${op.cmd}: not found in the image (PATH=${pathVar})`,
+                `RUN would fail: ${cmd}: not found in the image (PATH=${pathVar})`,
                 "Use a base that has the command, or leave it out.",
               );
+      }
       const actor = await actorOf(df, ins, tree, cfg.User ?? "");
       return layer(await runOps(df, ins, tree, step.ops, st.workdir(), actor));
     }
